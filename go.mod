@@ -3,7 +3,8 @@ module github.com/incpathd/incpathd
 go 1.26.8
 
 require (
-	github.com/spf13/pflag v1.0.10 // indirect
-	github.com/stretchr/testify v1.12.1 // indirect
-	golang.org/x/sync v0.24.0 // indirect
+	github.com/spf13/pflag v1.0.10
+	github.com/stretchr/testify v1.12.1
 )
+
+require go.yaml.in/yaml/v3 v3.0.5 // indirect

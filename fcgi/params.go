@@ -1,8 +1,127 @@
 package fcgi
 
+import (
+	"errors"
+	"fmt"
+)
+
 // Pair is one FastCGI name-value pair, as carried in a PARAMS stream.
 // Requests keep their pairs in the order the web server sent them.
 type Pair struct {
 	Name  string
 	Value string
+}
+
+var (
+	// ErrBadParams is returned for a PARAMS stream that does not decode.
+	ErrBadParams = errors.New("fcgi: malformed name-value pair")
+	// ErrParamTooLarge is returned for a pair that does not fit one record:
+	// php-fpm parses each PARAMS record on its own, so a pair cannot span two.
+	ErrParamTooLarge = errors.New("fcgi: name-value pair larger than one record")
+)
+
+// DecodeParams decodes a whole PARAMS stream and appends its pairs to dst.
+// The names and values share one string made from b, so decoding a request
+// costs one allocation however many pairs it has.
+func DecodeParams(dst []Pair, b []byte) ([]Pair, error) {
+	s := string(b)
+	for len(s) > 0 {
+		nl, n, ok := pairLen(s)
+		if !ok {
+			return dst, fmt.Errorf("%w: bad length at byte %d", ErrBadParams, len(b)-len(s))
+		}
+		s = s[n:]
+		vl, n, ok := pairLen(s)
+		if !ok {
+			return dst, fmt.Errorf("%w: bad length at byte %d", ErrBadParams, len(b)-len(s))
+		}
+		s = s[n:]
+		if uint64(nl)+uint64(vl) > uint64(len(s)) {
+			return dst, fmt.Errorf("%w: pair of %d+%d bytes with %d left", ErrBadParams, nl, vl, len(s))
+		}
+		dst = append(dst, Pair{Name: s[:nl], Value: s[nl : nl+vl]})
+		s = s[nl+vl:]
+	}
+	return dst, nil
+}
+
+// pairLen decodes a 1- or 4-byte length and returns it with the bytes read.
+func pairLen(s string) (l uint32, n int, ok bool) {
+	if len(s) == 0 {
+		return 0, 0, false
+	}
+	if s[0]>>7 == 0 {
+		return uint32(s[0]), 1, true
+	}
+	if len(s) < 4 {
+		return 0, 0, false
+	}
+	return uint32(s[0]&0x7f)<<24 | uint32(s[1])<<16 | uint32(s[2])<<8 | uint32(s[3]), 4, true
+}
+
+// PairSize is the encoded size of p.
+func PairSize(p Pair) int {
+	return lenSize(len(p.Name)) + lenSize(len(p.Value)) + len(p.Name) + len(p.Value)
+}
+
+func lenSize(n int) int {
+	if n < 128 {
+		return 1
+	}
+	return 4
+}
+
+// AppendPair appends the encoding of p to b.
+func AppendPair(b []byte, p Pair) []byte {
+	b = appendLen(b, len(p.Name))
+	b = appendLen(b, len(p.Value))
+	b = append(b, p.Name...)
+	return append(b, p.Value...)
+}
+
+func appendLen(b []byte, n int) []byte {
+	if n < 128 {
+		return append(b, byte(n))
+	}
+	return append(b, byte(n>>24)|0x80, byte(n>>16), byte(n>>8), byte(n))
+}
+
+// WriteParams writes pairs as a PARAMS stream for request id, ended by an
+// empty PARAMS record. Each record holds whole pairs only, as php-fpm
+// requires; a pair that cannot fit one record is refused before anything is
+// written.
+func (w *Writer) WriteParams(id uint16, pairs []Pair) error {
+	for _, p := range pairs {
+		if PairSize(p) > MaxContent {
+			return fmt.Errorf("%w: %s is %d bytes", ErrParamTooLarge, p.Name, PairSize(p))
+		}
+	}
+	for len(pairs) > 0 {
+		n, size := 0, 0
+		for n < len(pairs) && size+PairSize(pairs[n]) <= MaxContent {
+			size += PairSize(pairs[n])
+			n++
+		}
+		w.hdr = appendHeader(w.hdr[:0], TypeParams, id, size)
+		w.w.Write(w.hdr)
+		for _, p := range pairs[:n] {
+			writeLen(w, len(p.Name))
+			writeLen(w, len(p.Value))
+			w.w.WriteString(p.Name)
+			w.w.WriteString(p.Value)
+		}
+		pairs = pairs[n:]
+	}
+	return w.WriteRecord(TypeParams, id, nil)
+}
+
+func writeLen(w *Writer, n int) {
+	if n < 128 {
+		w.w.WriteByte(byte(n))
+		return
+	}
+	w.w.WriteByte(byte(n>>24) | 0x80)
+	w.w.WriteByte(byte(n >> 16))
+	w.w.WriteByte(byte(n >> 8))
+	w.w.WriteByte(byte(n))
 }

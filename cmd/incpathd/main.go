@@ -1,0 +1,273 @@
+// Command incpathd is a FastCGI proxy that pins every PHP request to one
+// release of a site deployed by symlink swap. See the README.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/proxy"
+	"github.com/incpathd/incpathd/rewrite"
+	"github.com/incpathd/incpathd/sapi"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil))
+}
+
+// config is everything the flags decide.
+type config struct {
+	listen, listenMode, upstream     string
+	pattern, includePath             string
+	docrootSAPIs, realpathSAPIs      []string
+	realpathEvery                    time.Duration
+	useReadlink                      string
+	allowRoots, pinINI               []string
+	maxConns, maxClientConns         int
+	maxParamsBytes                   int
+	connectTimeout, readTimeout      time.Duration
+	idleTimeout, upstreamIdleTimeout time.Duration
+	queueTimeout, shutdownTimeout    time.Duration
+	logFormat, logLevel              string
+	keepHTTPProxy, showVersion       bool
+}
+
+func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("incpathd", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.SortFlags = false
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:9001", "address the web server connects to: host:port, or unix:/path")
+	fs.StringVar(&c.listenMode, "listen-mode", "0660", "permissions of a unix listen socket (octal)")
+	fs.StringVar(&c.upstream, "upstream", "127.0.0.1:9000", "php-fpm address: host:port, or unix:/path")
+	fs.StringVar(&c.pattern, "search-replace-pattern", "", "path replaced by the resolved docroot in pinned ini values (incpath.search_replace_pattern); empty: the request's DOCUMENT_ROOT")
+	fs.StringVar(&c.includePath, "include-path", "", "include_path used when a request carries none, so every request gets a pinned one")
+	fs.StringSliceVar(&c.docrootSAPIs, "docroot-sapi-list", nil, "front ends whose DOCUMENT_ROOT is trusted as already resolved (e.g. nginx with $realpath_root)")
+	fs.StringSliceVar(&c.realpathSAPIs, "realpath-sapi-list", []string{"*"}, "front ends whose DOCUMENT_ROOT incpathd resolves; * for all")
+	fs.DurationVar(&c.realpathEvery, "realpath-every", time.Second, "how long a resolved docroot is cached (mod_realdoc's RealpathEvery); 0 resolves on every request")
+	fs.StringVar(&c.useReadlink, "use-readlink", "", "readlink only the first symlink at or below PREFIX instead of a full realpath (mod_realdoc's UseReadlink)")
+	fs.Lookup("use-readlink").NoOptDefVal = "/"
+	fs.StringSliceVar(&c.allowRoots, "allow-root", nil, "a resolved docroot must lie at or below one of these (repeatable)")
+	fs.StringSliceVar(&c.pinINI, "pin-ini", rewrite.DefaultPinINI, "ini keys in PHP_VALUE and PHP_ADMIN_VALUE whose paths are pinned")
+	fs.IntVar(&c.maxConns, "max-conns", 5, "upstream connections at most, idle ones included; keep it at or below php-fpm's pm.max_children")
+	fs.IntVar(&c.maxClientConns, "max-client-conns", 1024, "web server connections at most")
+	fs.IntVar(&c.maxParamsBytes, "max-params-bytes", 1<<20, "largest params stream accepted from the web server")
+	fs.DurationVar(&c.connectTimeout, "connect-timeout", 5*time.Second, "time to connect to php-fpm")
+	fs.DurationVar(&c.readTimeout, "read-timeout", 60*time.Second, "time to wait for each part of a request from the web server")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 5*time.Minute, "how long a kept web server connection may sit idle")
+	fs.DurationVar(&c.upstreamIdleTimeout, "upstream-idle-timeout", 30*time.Second, "how long an idle php-fpm connection is kept")
+	fs.DurationVar(&c.queueTimeout, "queue-timeout", 30*time.Second, "how long a request waits for a free php-fpm connection before a 503")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long in-flight requests may take to finish")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&c.keepHTTPProxy, "keep-http-proxy", false, "forward the HTTP_PROXY param (dropped by default: httpoxy)")
+	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
+	return fs
+}
+
+// envName is the environment variable that sets a flag.
+func envName(flag string) string {
+	return "INCPATHD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// parse reads flags from args, then fills the flags not given there from
+// INCPATHD_* variables: the command line wins.
+func parse(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := newFlagSet(c, stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: incpathd [flags]\n\nEvery flag can also be set by the environment variable INCPATHD_<FLAG>, e.g. INCPATHD_UPSTREAM.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	var envErr error
+	fs.VisitAll(func(f *pflag.Flag) {
+		v := getenv(envName(f.Name))
+		if f.Changed || v == "" || envErr != nil {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			envErr = fmt.Errorf("invalid value %q for %s (--%s): %w", v, envName(f.Name), f.Name, err)
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return fmt.Errorf("--log-format: %q is not text or json", c.logFormat)
+	}
+	if _, err := parseLevel(c.logLevel); err != nil {
+		return err
+	}
+	if _, err := strconv.ParseUint(c.listenMode, 8, 32); err != nil {
+		return fmt.Errorf("--listen-mode: %q is not an octal mode", c.listenMode)
+	}
+	if c.maxConns < 1 {
+		return fmt.Errorf("--max-conns: %d must be at least 1", c.maxConns)
+	}
+	if c.maxClientConns < 1 {
+		return fmt.Errorf("--max-client-conns: %d must be at least 1", c.maxClientConns)
+	}
+	if c.maxParamsBytes < 1024 {
+		return fmt.Errorf("--max-params-bytes: %d is too small", c.maxParamsBytes)
+	}
+	if c.realpathEvery < 0 {
+		return fmt.Errorf("--realpath-every: %v is negative", c.realpathEvery)
+	}
+	for _, r := range c.allowRoots {
+		if !strings.HasPrefix(r, "/") {
+			return fmt.Errorf("--allow-root: %q is not an absolute path", r)
+		}
+	}
+	if c.useReadlink != "" && !strings.HasPrefix(c.useReadlink, "/") {
+		return fmt.Errorf("--use-readlink: %q is not an absolute path", c.useReadlink)
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("--log-level: %q is not debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func newLogger(c *config, w io.Writer) *slog.Logger {
+	level, _ := parseLevel(c.logLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// listen opens the address the web server connects to. A stale unix socket
+// left by a crash is removed first; a live one is refused.
+func listen(addr, mode string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		return net.Listen("tcp", addr)
+	}
+	if _, err := os.Lstat(path); err == nil {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen %s: another process is serving it", addr)
+		}
+		os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	m, _ := strconv.ParseUint(mode, 8, 32)
+	if err := os.Chmod(path, os.FileMode(m)); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return l, nil
+}
+
+// run is main without the process around it. ready, if not nil, receives
+// the listener's address once requests are accepted.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) int {
+	c, err := parse(args, getenv, stderr)
+	if errors.Is(err, pflag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "incpathd: %v\n", err)
+		return 2
+	}
+	if c.showVersion {
+		fmt.Fprintf(stdout, "incpathd %s\n", version)
+		return 0
+	}
+	log := newLogger(c, stderr)
+
+	pool := &fcgi.Pool{
+		Address:     c.upstream,
+		MaxConns:    c.maxConns,
+		IdleTimeout: c.upstreamIdleTimeout,
+		DialTimeout: c.connectTimeout,
+		WaitTimeout: c.queueTimeout,
+	}
+	defer pool.Close()
+	p := &proxy.Proxy{
+		Pool:   pool,
+		Policy: sapi.Policy{DocrootList: c.docrootSAPIs, RealpathList: c.realpathSAPIs},
+		Resolver: &sapi.Resolver{
+			Every:          c.realpathEvery,
+			UseReadlink:    c.useReadlink != "",
+			ReadlinkPrefix: c.useReadlink,
+			AllowRoots:     c.allowRoots,
+		},
+		Rewrite: rewrite.Config{
+			SearchReplacePattern: c.pattern,
+			IncludePath:          c.includePath,
+			PinINI:               c.pinINI,
+			KeepHTTPProxy:        c.keepHTTPProxy,
+		},
+		Logger: log,
+	}
+	srv := &fcgi.Server{
+		Handler:        p,
+		MaxParamsBytes: c.maxParamsBytes,
+		MaxConns:       c.maxClientConns,
+		ReadTimeout:    c.readTimeout,
+		IdleTimeout:    c.idleTimeout,
+		Logger:         log,
+	}
+	l, err := listen(c.listen, c.listenMode)
+	if err != nil {
+		log.Error("cannot listen", "addr", c.listen, "err", err)
+		return 1
+	}
+	log.Info("incpathd serving", "version", version, "listen", l.Addr().String(), "upstream", c.upstream,
+		"realpath_every", c.realpathEvery, "pattern", c.pattern)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	if ready != nil {
+		ready <- l.Addr().String()
+	}
+	select {
+	case err := <-errc:
+		log.Error("serving stopped", "err", err)
+		return 1
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", c.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown timed out; requests still in flight were cut", "err", err)
+	}
+	<-errc
+	if path, ok := strings.CutPrefix(c.listen, "unix:"); ok {
+		os.Remove(path)
+	}
+	return 0
+}

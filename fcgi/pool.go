@@ -1,0 +1,325 @@
+package fcgi
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+var (
+	// ErrPoolTimeout is returned by Get when no connection became free
+	// within WaitTimeout: the application server is saturated.
+	ErrPoolTimeout = errors.New("fcgi: timed out waiting for a free upstream connection")
+	// ErrPoolClosed is returned by Get after Close.
+	ErrPoolClosed = errors.New("fcgi: upstream pool closed")
+	// ErrDial wraps a failure to connect to the upstream.
+	ErrDial = errors.New("fcgi: cannot connect to upstream")
+)
+
+// Pool keeps connections to one FastCGI application server (php-fpm), one
+// request in flight on each. php-fpm holds a worker for every open
+// connection, idle ones included, so MaxConns bounds idle and busy
+// connections together and must not exceed the pool's pm.max_children.
+type Pool struct {
+	// Address is "host:port", or "unix:/path" for a unix socket.
+	Address string
+	// MaxConns caps open connections. If zero, 5: php-fpm's shipped
+	// pm.max_children, the size that cannot stall a default pool.
+	MaxConns int
+	// IdleTimeout closes connections unused for this long, giving php-fpm
+	// its workers back. If zero, 30s.
+	IdleTimeout time.Duration
+	// DialTimeout bounds connecting. If zero, 5s.
+	DialTimeout time.Duration
+	// WaitTimeout bounds the wait for a free connection when MaxConns are
+	// busy. If zero, 30s.
+	WaitTimeout time.Duration
+	// Dial connects; if nil, a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	mu      sync.Mutex
+	idle    []*Conn // most recently used last
+	open    int
+	waiters []chan *Conn
+	closed  bool
+	pruning bool
+	stats   PoolStats
+}
+
+// PoolStats counts what the pool did.
+type PoolStats struct {
+	Dials, DialErrors, Reused, Stale, Timeouts uint64
+	Open, Idle                                 int
+}
+
+// Stats returns the pool's counters.
+func (p *Pool) Stats() PoolStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.stats
+	s.Open, s.Idle = p.open, len(p.idle)
+	return s
+}
+
+func (p *Pool) maxConns() int {
+	if p.MaxConns > 0 {
+		return p.MaxConns
+	}
+	return 5
+}
+
+func (p *Pool) idleTimeout() time.Duration { return orDefault(p.IdleTimeout, 30*time.Second) }
+func (p *Pool) dialTimeout() time.Duration { return orDefault(p.DialTimeout, 5*time.Second) }
+func (p *Pool) waitTimeout() time.Duration { return orDefault(p.WaitTimeout, 30*time.Second) }
+
+func (p *Pool) network() (string, string) {
+	if path, ok := strings.CutPrefix(p.Address, "unix:"); ok {
+		return "unix", path
+	}
+	return "tcp", p.Address
+}
+
+// Get returns a connection: the most recently used idle one that is still
+// alive, or a new one while fewer than MaxConns are open, or the first one
+// another request gives back. reused tells whether it served a request
+// before (and so may have been closed by php-fpm meanwhile).
+func (p *Pool) Get(ctx context.Context) (c *Conn, reused bool, err error) {
+	p.mu.Lock()
+	for {
+		if p.closed {
+			p.mu.Unlock()
+			return nil, false, ErrPoolClosed
+		}
+		n := len(p.idle)
+		if n == 0 {
+			break
+		}
+		c = p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		if c.alive() {
+			p.stats.Reused++
+			p.mu.Unlock()
+			return c, true, nil
+		}
+		// php-fpm closed it (pm.max_requests, a worker killed): drop it.
+		p.stats.Stale++
+		p.open--
+		c.nc.Close()
+	}
+	if p.open < p.maxConns() {
+		p.open++
+		p.mu.Unlock()
+		return p.dial(ctx)
+	}
+	w := make(chan *Conn, 1)
+	p.waiters = append(p.waiters, w)
+	p.mu.Unlock()
+
+	t := time.NewTimer(p.waitTimeout())
+	defer t.Stop()
+	select {
+	case c, ok := <-w:
+		if !ok {
+			return nil, false, ErrPoolClosed
+		}
+		return p.handed(ctx, c)
+	case <-t.C:
+		err = fmt.Errorf("%w after %v (%d connections busy)", ErrPoolTimeout, p.waitTimeout(), p.maxConns())
+	case <-ctx.Done():
+		err = context.Cause(ctx)
+	}
+	p.mu.Lock()
+	for i, x := range p.waiters {
+		if x == w {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			if err == nil || errors.Is(err, ErrPoolTimeout) {
+				p.stats.Timeouts++
+			}
+			p.mu.Unlock()
+			return nil, false, err
+		}
+	}
+	p.mu.Unlock()
+	// Someone handed us a connection or a slot as we gave up: pass it on.
+	c, ok := <-w
+	if !ok {
+		return nil, false, err
+	}
+	if c != nil {
+		p.Put(c)
+	} else {
+		p.release()
+	}
+	return nil, false, err
+}
+
+// handed takes what Put or Discard gave a waiter: a live connection, or nil
+// for a free slot to dial into.
+func (p *Pool) handed(ctx context.Context, c *Conn) (*Conn, bool, error) {
+	if c != nil {
+		return c, true, nil
+	}
+	return p.dial(ctx)
+}
+
+// dial opens a connection in a slot already counted in p.open.
+func (p *Pool) dial(ctx context.Context) (*Conn, bool, error) {
+	network, addr := p.network()
+	ctx, cancel := context.WithTimeout(ctx, p.dialTimeout())
+	defer cancel()
+	var nc net.Conn
+	var err error
+	if p.Dial != nil {
+		nc, err = p.Dial(ctx, network, addr)
+	} else {
+		var d net.Dialer
+		nc, err = d.DialContext(ctx, network, addr)
+	}
+	p.mu.Lock()
+	p.stats.Dials++
+	if err != nil {
+		p.stats.DialErrors++
+	}
+	p.mu.Unlock()
+	if err != nil {
+		p.release()
+		return nil, false, fmt.Errorf("%w %s: %w", ErrDial, p.Address, err)
+	}
+	return newConn(nc), false, nil
+}
+
+// Put gives back a connection whose last request ended cleanly with
+// END_REQUEST. Anything else must go to Discard.
+func (p *Pool) Put(c *Conn) {
+	c.used = time.Now()
+	p.mu.Lock()
+	if p.closed {
+		p.open--
+		p.mu.Unlock()
+		c.nc.Close()
+		return
+	}
+	if len(p.waiters) > 0 {
+		w := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		p.mu.Unlock()
+		w <- c
+		return
+	}
+	p.idle = append(p.idle, c)
+	if !p.pruning {
+		p.pruning = true
+		time.AfterFunc(p.idleTimeout(), p.prune)
+	}
+	p.mu.Unlock()
+}
+
+// Discard closes a connection that cannot be reused.
+func (p *Pool) Discard(c *Conn) {
+	c.nc.Close()
+	p.release()
+}
+
+// release frees one slot: to the first waiter, who dials, or to the pool.
+func (p *Pool) release() {
+	p.mu.Lock()
+	if len(p.waiters) > 0 && !p.closed {
+		w := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		p.mu.Unlock()
+		w <- nil
+		return
+	}
+	p.open--
+	p.mu.Unlock()
+}
+
+// prune closes connections idle for longer than IdleTimeout; the oldest
+// sit at the front of the stack.
+func (p *Pool) prune() {
+	cutoff := time.Now().Add(-p.idleTimeout())
+	p.mu.Lock()
+	n := 0
+	for n < len(p.idle) && p.idle[n].used.Before(cutoff) {
+		p.idle[n].nc.Close()
+		n++
+	}
+	p.idle = append(p.idle[:0], p.idle[n:]...)
+	p.open -= n
+	if len(p.idle) > 0 && !p.closed {
+		next := p.idle[0].used.Add(p.idleTimeout()).Sub(time.Now())
+		time.AfterFunc(max(next, time.Millisecond), p.prune)
+	} else {
+		p.pruning = false
+	}
+	p.mu.Unlock()
+}
+
+// Close closes idle connections and makes Get fail; connections in use are
+// closed as they come back.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, c := range p.idle {
+		c.nc.Close()
+	}
+	p.open -= len(p.idle)
+	p.idle = nil
+	for _, w := range p.waiters {
+		close(w)
+	}
+	p.waiters = nil
+	return nil
+}
+
+// Conn is one upstream connection.
+type Conn struct {
+	nc   net.Conn
+	bw   *bufio.Writer
+	W    *Writer
+	R    *Reader
+	used time.Time
+}
+
+func newConn(nc net.Conn) *Conn {
+	c := &Conn{nc: nc, bw: bufio.NewWriterSize(nc, 16<<10)}
+	c.W = NewWriter(c.bw)
+	c.R = NewReader(nc)
+	return c
+}
+
+// NetConn returns the underlying connection, for deadlines.
+func (c *Conn) NetConn() net.Conn { return c.nc }
+
+// alive reports whether an idle connection can carry a request: php-fpm
+// closes a kept connection when its worker is recycled, and nothing but a
+// read tells. A non-blocking peek sees EOF (closed) or would-block (alive);
+// stray bytes on an idle connection mean it is out of step, so not alive.
+func (c *Conn) alive() bool {
+	if c.R.Buffered() > 0 {
+		return false
+	}
+	sc, ok := c.nc.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	var buf [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		alive = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+		return true
+	})
+	return err == nil && alive
+}

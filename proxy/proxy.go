@@ -1,0 +1,317 @@
+// Package proxy pins each FastCGI request to one release and forwards it to
+// the application server: request → pin (sapi, rewrite) → upstream →
+// response, in that order, with every failure turned into a response in one
+// place (fail).
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/rewrite"
+	"github.com/incpathd/incpathd/sapi"
+)
+
+// Proxy is an fcgi.Handler that pins requests and forwards them to Pool.
+type Proxy struct {
+	// Pool is the upstream application server. It must be set.
+	Pool *fcgi.Pool
+	// Policy decides, per front end, whether DOCUMENT_ROOT is trusted,
+	// resolved, or left alone.
+	Policy sapi.Policy
+	// Resolver resolves docroots for front ends in the realpath list. If
+	// nil, a Resolver without cache.
+	Resolver *sapi.Resolver
+	// Rewrite says how params are pinned.
+	Rewrite rewrite.Config
+	// Logger receives one line per failed request. If nil, slog.Default().
+	Logger *slog.Logger
+
+	initOnce sync.Once
+	stats    Stats
+}
+
+// Stats counts what the proxy did.
+type Stats struct {
+	Requests, Pinned, Passthrough, Failed, Retries atomic.Uint64
+	InFlight                                       atomic.Int64
+}
+
+// Stats returns the proxy's live counters.
+func (p *Proxy) Stats() *Stats { return &p.stats }
+
+func (p *Proxy) logger() *slog.Logger {
+	if p.Logger != nil {
+		return p.Logger
+	}
+	return slog.Default()
+}
+
+func (p *Proxy) init() {
+	if p.Resolver == nil {
+		p.Resolver = &sapi.Resolver{}
+	}
+}
+
+// upstreamID is the request id on upstream connections: one request at a
+// time on each, so any id does.
+const upstreamID = 1
+
+var pairsPool = sync.Pool{New: func() any { s := make([]fcgi.Pair, 0, 64); return &s }}
+
+// ServeFCGI implements fcgi.Handler.
+func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
+	p.initOnce.Do(p.init)
+	p.stats.Requests.Add(1)
+	p.stats.InFlight.Add(1)
+	defer p.stats.InFlight.Add(-1)
+
+	buf := pairsPool.Get().(*[]fcgi.Pair)
+	params, err := p.pin((*buf)[:0], r.Params)
+	if err == nil {
+		err = p.forward(w, r, params)
+	}
+	clear(params)
+	*buf = params[:0]
+	pairsPool.Put(buf)
+	if err != nil {
+		p.fail(w, r, err)
+	}
+}
+
+// pin decides the request's release and rewrites its params into dst.
+func (p *Proxy) pin(dst, in []fcgi.Pair) ([]fcgi.Pair, error) {
+	name := sapi.Name(in)
+	mode := p.Policy.Mode(name)
+	if mode == sapi.Passthrough {
+		p.stats.Passthrough.Add(1)
+		return append(dst, in...), nil
+	}
+	from := param(in, "DOCUMENT_ROOT")
+	if from == "" {
+		return dst, &Error{Status: 500, Reason: "no DOCUMENT_ROOT from the web server", Err: errNoDocroot}
+	}
+	to := from
+	if mode == sapi.Realpath {
+		var err error
+		if to, err = p.Resolver.Resolve(from); err != nil {
+			return dst, err
+		}
+	}
+	out, err := p.Rewrite.Rewrite(dst, in, from, to)
+	if err != nil {
+		return out, err
+	}
+	p.stats.Pinned.Add(1)
+	return out, nil
+}
+
+var errNoDocroot = errors.New("proxy: request has no DOCUMENT_ROOT")
+
+// param returns the last value of the param called name: php-fpm's rule
+// for duplicates.
+func param(params []fcgi.Pair, name string) string {
+	for i := len(params) - 1; i >= 0; i-- {
+		if params[i].Name == name {
+			return params[i].Value
+		}
+	}
+	return ""
+}
+
+// forward sends the request upstream and streams the answer back. A reused
+// connection that fails before the first response byte is replaced once by
+// a fresh one: php-fpm closes kept connections when it recycles a worker.
+func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, params []fcgi.Pair) error {
+	replayable := r.Body.Done()
+	for attempt := 0; ; attempt++ {
+		uc, reused, err := p.Pool.Get(r.Context())
+		if err != nil {
+			return err
+		}
+		started, err := p.roundTrip(w, r, uc, params)
+		if err == nil {
+			p.Pool.Put(uc)
+			return nil
+		}
+		p.Pool.Discard(uc)
+		if reused && !started && replayable && attempt == 0 && r.Context().Err() == nil {
+			p.stats.Retries.Add(1)
+			continue
+		}
+		if started {
+			return &startedError{err}
+		}
+		return err
+	}
+}
+
+// startedError is a failure after response bytes reached the web server:
+// no error page can follow them.
+type startedError struct{ error }
+
+func (e *startedError) Unwrap() error { return e.error }
+
+// roundTrip runs one request on uc. started reports whether any response
+// record was passed to the web server. A nil error means END_REQUEST came
+// and uc can be reused.
+func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, uc *fcgi.Conn, params []fcgi.Pair) (started bool, err error) {
+	nc := uc.NetConn()
+	nc.SetDeadline(time.Time{})
+	uc.W.WriteBeginRequest(upstreamID, fcgi.RoleResponder, fcgi.FlagKeepConn)
+	if err := uc.W.WriteParams(upstreamID, params); err != nil {
+		return false, err
+	}
+	var body *bodyCopy
+	if r.Body.Done() {
+		uc.W.WriteRecord(fcgi.TypeStdin, upstreamID, nil)
+	} else {
+		body = &bodyCopy{done: make(chan struct{})}
+	}
+	if err := uc.W.Flush(); err != nil {
+		return false, fmt.Errorf("%w: sending request: %w", ErrUpstream, err)
+	}
+	if body != nil {
+		go body.run(r, uc)
+		defer body.wait(r, nc)
+	}
+	// An abort from the web server unblocks the upstream read below.
+	stop := context.AfterFunc(r.Context(), func() { nc.SetDeadline(aLongTimeAgo) })
+	defer stop()
+
+	for {
+		h, content, err := uc.R.Next()
+		if err != nil {
+			if cause := context.Cause(r.Context()); cause != nil {
+				return started, cause
+			}
+			if body != nil && body.failed() != nil {
+				return started, body.failed()
+			}
+			return started, fmt.Errorf("%w: reading response: %w", ErrUpstream, err)
+		}
+		if h.ID != upstreamID {
+			return started, fmt.Errorf("%w: record for request %d, want %d", ErrUpstream, h.ID, upstreamID)
+		}
+		switch h.Type {
+		case fcgi.TypeStdout, fcgi.TypeStderr:
+			if len(content) == 0 {
+				continue
+			}
+			started = true
+			if err := w.WriteRecord(h.Type, content); err != nil {
+				return started, fmt.Errorf("%w: %w", fcgi.ErrClientGone, err)
+			}
+			// Flush when php-fpm has nothing more queued, so a streamed page
+			// reaches the browser without a write per record.
+			if uc.R.Buffered() == 0 {
+				if err := w.Flush(); err != nil {
+					return started, fmt.Errorf("%w: %w", fcgi.ErrClientGone, err)
+				}
+			}
+		case fcgi.TypeEndRequest:
+			end, err := fcgi.ParseEndRequest(content)
+			if err != nil {
+				return started, fmt.Errorf("%w: %w", ErrUpstream, err)
+			}
+			if body != nil && !body.finished() {
+				// The script answered without reading its whole body: stop
+				// reading it from the web server; this connection is out of
+				// step with php-fpm, so it is not reused.
+				r.StopBody()
+				body.wait(r, nc)
+				w.End(end.AppStatus, end.ProtocolStatus)
+				return true, errBodyUnread
+			}
+			if err := w.End(end.AppStatus, end.ProtocolStatus); err != nil {
+				return true, fmt.Errorf("%w: %w", fcgi.ErrClientGone, err)
+			}
+			return true, nil
+		default:
+			return started, fmt.Errorf("%w: unexpected record type %d", ErrUpstream, h.Type)
+		}
+	}
+}
+
+var (
+	// ErrUpstream wraps a failure talking to the application server.
+	ErrUpstream = errors.New("proxy: upstream failed")
+	// errBodyUnread: the application ended a request before its body was
+	// sent whole; the response went out, the upstream connection cannot be
+	// reused.
+	errBodyUnread = errors.New("proxy: application ended before reading the body")
+)
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// bodyCopy streams a request body to the upstream on its own goroutine, so
+// that an application answering before it has read everything cannot
+// deadlock against us.
+type bodyCopy struct {
+	done chan struct{}
+	err  atomic.Pointer[error]
+	ok   atomic.Bool
+}
+
+// run is the body copier goroutine.
+func (b *bodyCopy) run(r *fcgi.Request, uc *fcgi.Conn) {
+	defer close(b.done)
+	for {
+		chunk, err := r.Body.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			b.fail(fmt.Errorf("reading request body: %w", err))
+			uc.NetConn().SetDeadline(aLongTimeAgo)
+			return
+		}
+		if err := uc.W.WriteRecord(fcgi.TypeStdin, upstreamID, chunk); err != nil {
+			b.fail(fmt.Errorf("%w: sending request body: %w", ErrUpstream, err))
+			return
+		}
+	}
+	uc.W.WriteRecord(fcgi.TypeStdin, upstreamID, nil)
+	if err := uc.W.Flush(); err != nil {
+		b.fail(fmt.Errorf("%w: sending request body: %w", ErrUpstream, err))
+		return
+	}
+	b.ok.Store(true)
+}
+
+func (b *bodyCopy) fail(err error) { b.err.Store(&err) }
+
+func (b *bodyCopy) failed() error {
+	if e := b.err.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func (b *bodyCopy) finished() bool {
+	select {
+	case <-b.done:
+		return b.ok.Load()
+	default:
+		return false
+	}
+}
+
+// wait ends the copier: if it still runs, its upstream writes are cut off.
+func (b *bodyCopy) wait(r *fcgi.Request, nc interface{ SetDeadline(time.Time) error }) {
+	select {
+	case <-b.done:
+		return
+	default:
+	}
+	r.StopBody()
+	nc.SetDeadline(aLongTimeAgo)
+	<-b.done
+}
