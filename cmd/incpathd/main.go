@@ -191,9 +191,21 @@ func listen(addr, mode string) (net.Listener, error) {
 	return l, nil
 }
 
-// run is main without the process around it. ready, if not nil, receives
-// the listener's address once requests are accepted.
+// run is main without the process around it: the daemon, or one of the
+// subcommands named by the first argument. ready, if not nil, receives the
+// daemon's listen address once requests are accepted.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "serve":
+			args = args[1:]
+		}
+	}
+	return serve(ctx, args, getenv, stdout, stderr, ready)
+}
+
+// serve runs the daemon until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) int {
 	c, err := parse(args, getenv, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
