@@ -1,0 +1,44 @@
+// Package sapi tells which front end sent a request and resolves the
+// request's docroot to the release directory it is pinned to.
+//
+// A site deployed by symlink swap has a docroot such as /srv/www/current
+// pointing at releases/B; a deploy points it at releases/C with rename(2).
+// PHP resolves paths through the link at different moments (the script, each
+// include, opcache lookups), so one request can mix files of two releases.
+// Pinning a request means giving PHP the release directory itself, resolved
+// once at the start of the request. This package decides how that directory
+// is found:
+//
+//   - [Name] names the front end from the request's params: INCPATH_SAPI if
+//     the web server sets it, else the product in SERVER_SOFTWARE.
+//   - [Policy] maps that name to a [Mode], as incpath's
+//     incpath.docroot_sapi_list and incpath.realpath_sapi_list did for PHP
+//     SAPI names: trust DOCUMENT_ROOT as already resolved (nginx with
+//     $realpath_root, Apache with mod_realdoc), resolve it here, or leave
+//     the request alone.
+//   - [Resolver] resolves a docroot natively, as mod_realdoc did inside
+//     Apache: a realpath (or, with UseReadlink, only the first symlink),
+//     cached for a configurable time, one resolution at a time per docroot.
+//
+// # Differences from mod_realdoc and incpath
+//
+// mod_realdoc cached one docroot per process under ServerName:port, raced in
+// threaded MPMs, served the unresolved symlink path when realpath() failed,
+// and with UseReadlink never looked at the last path component. Resolver
+// keys its cache by the docroot, is safe for concurrent use, returns an
+// error on failure, and examines the last component (a DOCUMENT_ROOT of
+// /srv/current, where current is the link, is the common case).
+//
+// incpath resolved on every request with no cache, inside PHP. Here the
+// resolution happens before PHP sees the request, so SCRIPT_FILENAME,
+// DOCUMENT_ROOT and include_path can all be pinned to the same directory.
+//
+// # Caveats
+//
+// With a cache (Resolver.Every > 0), a request that arrives within Every of
+// the last resolution still gets the release from before a flip. A watcher
+// can call Resolver.Forget or Resolver.Flush to see flips sooner.
+//
+// As with mod_realdoc (its issue #8), access rules that name the symlinked
+// path stop matching once requests carry the resolved one.
+package sapi

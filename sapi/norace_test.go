@@ -1,0 +1,5 @@
+//go:build !race
+
+package sapi
+
+const raceEnabled = false
