@@ -6,6 +6,7 @@ need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 compgen -G '/usr/sbin/php-fpm*' >/dev/null || need+=(php-fpm)
 command -v php >/dev/null 2>&1 || need+=(php-cli)
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 if ((${#need[@]} == 0)); then
   exit 0
 fi
