@@ -93,7 +93,7 @@ func appendLen(b []byte, n int) []byte {
 func (w *Writer) WriteParams(id uint16, pairs []Pair) error {
 	for _, p := range pairs {
 		if PairSize(p) > MaxContent {
-			return fmt.Errorf("%w: %s is %d bytes", ErrParamTooLarge, p.Name, PairSize(p))
+			return fmt.Errorf("%w: %.64q is %d bytes", ErrParamTooLarge, p.Name, PairSize(p))
 		}
 	}
 	for len(pairs) > 0 {

@@ -163,6 +163,9 @@ func (p *Pool) Get(ctx context.Context) (c *Conn, reused bool, err error) {
 // for a free slot to dial into.
 func (p *Pool) handed(ctx context.Context, c *Conn) (*Conn, bool, error) {
 	if c != nil {
+		p.mu.Lock()
+		p.stats.Reused++
+		p.mu.Unlock()
 		return c, true, nil
 	}
 	return p.dial(ctx)
@@ -198,6 +201,9 @@ func (p *Pool) dial(ctx context.Context) (*Conn, bool, error) {
 // END_REQUEST. Anything else must go to Discard.
 func (p *Pool) Put(c *Conn) {
 	c.used = time.Now()
+	// A deadline left behind would make the liveness check fail on a good
+	// connection.
+	c.nc.SetDeadline(time.Time{})
 	p.mu.Lock()
 	if p.closed {
 		p.open--

@@ -281,7 +281,9 @@ func (c *conn) serve() {
 		h, content, err := c.r.Next()
 		c.idle.Store(false)
 		if err != nil {
-			if err != io.EOF && !errors.Is(err, net.ErrClosed) {
+			// A connection left idle past IdleTimeout is routine, not a failure.
+			idle := errors.Is(err, os.ErrDeadlineExceeded) && c.r.Buffered() == 0
+			if err != io.EOF && !idle && !errors.Is(err, net.ErrClosed) {
 				c.logf("reading record", err)
 			}
 			return
@@ -460,6 +462,10 @@ func (c *conn) otherRecord(id uint16, h Header, content []byte) error {
 	case h.Type == TypeBeginRequest:
 		// We said FCGI_MPXS_CONNS=0; refuse the second request, keep the first.
 		return c.endRequest(h.ID, StatusCantMpxConn)
+	case h.Type == TypeParams, h.Type == TypeStdin, h.Type == TypeData, h.Type == TypeAbortRequest:
+		// The rest of a request refused above: the web server sent it before
+		// it read CANT_MPX_CONN. Skip it, as between requests.
+		return nil
 	default:
 		return fmt.Errorf("%w: record type %d for request %d while serving request %d", ErrProtocol, h.Type, h.ID, id)
 	}
@@ -576,6 +582,16 @@ func (b *Body) Next() ([]byte, error) {
 		}
 		h, content, err := c.r.Next()
 		if err != nil {
+			if b.stop.Load() {
+				// StopBody cut the read short; the web server is still there.
+				b.err = errBodyStopped
+				return nil, b.err
+			}
+			if err == io.EOF {
+				// The stream ended between records but inside the body: a
+				// truncated body must not look like its end.
+				err = io.ErrUnexpectedEOF
+			}
 			b.err = fmt.Errorf("reading body of request %d: %w", b.req.ID, err)
 			b.req.cancel(fmt.Errorf("%w: %w", ErrClientGone, err))
 			return nil, b.err

@@ -1,0 +1,69 @@
+package fcgi
+
+import (
+	"bufio"
+	"io"
+	"testing"
+)
+
+func BenchmarkDecodeParams(b *testing.B) {
+	enc := encodePairs(nginxParams())
+	dst := make([]Pair, 0, 64)
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if dst, err = DecodeParams(dst[:0], enc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkWriteParams(b *testing.B) {
+	pairs := nginxParams()
+	w := NewWriter(bufio.NewWriterSize(io.Discard, 16<<10))
+	b.SetBytes(int64(len(encodePairs(pairs))))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := w.WriteParams(1, pairs); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// loopReader repeats a stream forever.
+type loopReader struct {
+	b   []byte
+	off int
+}
+
+func (r *loopReader) Read(p []byte) (int, error) {
+	n := copy(p, r.b[r.off:])
+	r.off = (r.off + n) % len(r.b)
+	return n, nil
+}
+
+func BenchmarkReaderNext(b *testing.B) {
+	for _, size := range []struct {
+		name string
+		n    int
+	}{{"empty", 0}, {"100B", 100}, {"4KiB", 4 << 10}, {"64KiB", MaxContent}} {
+		b.Run(size.name, func(b *testing.B) {
+			var stream []byte
+			for len(stream) < 1<<20 {
+				stream = append(stream, rec(TypeStdout, 1, make([]byte, size.n), 0)...)
+			}
+			r := NewReader(&loopReader{b: stream})
+			b.SetBytes(int64(HeaderLen + size.n))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := r.Next(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
