@@ -1,0 +1,40 @@
+package rewrite
+
+import (
+	"testing"
+
+	"github.com/incpathd/incpathd/fcgi"
+)
+
+// BenchmarkRewrite pins a 30-param nginx request whose PHP_VALUE carries an
+// include_path through the docroot symlink, reusing dst as the proxy does.
+func BenchmarkRewrite(b *testing.B) {
+	in := nginxParams()
+	c := Config{IncludePath: ".:/usr/share/php"}
+	dst := make([]fcgi.Pair, 0, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		dst, err = c.Rewrite(dst[:0], in, testFrom, testTo)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRewriteNoPHPValue pins the same request without PHP_VALUE and
+// without a base include_path: only SCRIPT_FILENAME changes.
+func BenchmarkRewriteNoPHPValue(b *testing.B) {
+	in := nginxParams()
+	in = append(in[:21], in[22:]...)
+	var c Config
+	dst := make([]fcgi.Pair, 0, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		dst, err = c.Rewrite(dst[:0], in, testFrom, testTo)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,117 @@
+// Package rewrite pins the FastCGI params of one PHP request to one release
+// directory of a site deployed by symlink swap.
+//
+// With a docroot such as /var/www/site/htdocs that is a symlink into
+// releases/A, PHP resolves the link again for the script, for every include
+// through include_path, and in its realpath and opcache caches, so a request
+// running while a deploy flips the link can mix files of two releases, or
+// keep serving the old one. The caller resolves the docroot once per
+// request; [Config.Rewrite] then rewrites the params so that PHP only sees
+// the resolved directory:
+//
+//   - DOCUMENT_ROOT becomes the resolved docroot.
+//   - SCRIPT_FILENAME and PATH_TRANSLATED get their docroot prefix replaced,
+//     when they lie under the docroot: the prefix must end at a path
+//     component, so a docroot of /srv/cur leaves /srv/current/x alone.
+//   - In PHP_VALUE and PHP_ADMIN_VALUE, the ini keys of [Config.PinINI]
+//     (include_path, open_basedir, auto_prepend_file, auto_append_file)
+//     get the search pattern replaced by the resolved docroot, as the PHP
+//     extension incpath did for include_path.
+//   - HTTP_PROXY is dropped (httpoxy) unless [Config.KeepHTTPProxy].
+//
+// The package does no I/O: params in, params out.
+//
+// # What php-fpm does with the params
+//
+// php-fpm appends "\n" to PHP_VALUE and PHP_ADMIN_VALUE and parses them as
+// INI text, applying each entry as it goes and stopping at the first syntax
+// error. When a param occurs twice it keeps the last one whole, so a second
+// PHP_VALUE silently discards the first one's lines. And it keeps
+// PHP_VALUE settings in the worker process after the request ends: a
+// pinned include_path must be sent on every request, or the next request
+// that sends none runs with the last one's release. Hence:
+//
+//   - Each param name is sent once, at the position of its first occurrence.
+//     An ordinary param carries the value of its last occurrence, which is
+//     what php-fpm would have used. PHP_VALUE and PHP_ADMIN_VALUE carry the
+//     entries of all their occurrences, in order, one per line.
+//   - Of each pinned key only the last entry is kept, written back as
+//     key="value". Pinned entries come first in the value (an added
+//     include_path, then the keys in the order of [Config.PinINI]), so that
+//     a broken line after them, which stops php-fpm's parser, cannot undo
+//     the pin.
+//   - Entries of other keys, comments and anything else are kept verbatim,
+//     byte for byte, in their order: they are not requoted, because
+//     unquoted values such as error_reporting=E_ALL & ~E_NOTICE are
+//     expressions, and a key such as extension may legitimately repeat.
+//     Blank lines are dropped, and entries are separated by "\n".
+//   - If the request sets no include_path and [Config.IncludePath] is set,
+//     an include_path entry built from it is added to PHP_VALUE, which is
+//     appended to the params if absent.
+//
+// A PHP_VALUE or PHP_ADMIN_VALUE that occurs once, has nothing to pin and
+// gets no include_path added is sent unchanged.
+//
+// DOCUMENT_ROOT is only rewritten, never added: the caller knows the
+// unresolved docroot from it.
+//
+// # Reading and writing INI values
+//
+// Entries are split where PHP's INI scanner ends them: at "\r", "\n" or
+// "\r\n", but not inside a quoted string, so a line inside an unpinned
+// multi-line string is never taken for a pinned key. Keys are compared
+// exactly, after trimming spaces and tabs, as PHP looks them up; an entry
+// such as include_path[]=x is not the include_path key (php-fpm rejects it
+// anyway).
+//
+// A pinned value is read as the literal string PHP would assign:
+// double-quoted, single-quoted or unquoted (up to a ';' comment, blanks
+// trimmed; true, on and yes read as "1"; false, off, no, none and null as
+// ""). Rewrite fails with [ErrINIValue], rather than forward a value that
+// may still point through the symlink, when a pinned value is not a plain
+// literal to PHP (escapes, ${...} expansion, operators, quotes followed by
+// more text, a string over several lines) or cannot be written back
+// between double quotes (it holds '"', '\', a line break, a NUL or "${").
+// It also fails on a quoted string that is never closed, pinned or not:
+// php-fpm stops parsing there, and once occurrences are merged the string
+// would swallow the lines of the next one.
+//
+// # Differences from incpath
+//
+// incpath replaced the first occurrence of its pattern in include_path.
+// Rewrite replaces every occurrence, in every pinned key, because an
+// include_path names the docroot once per entry and any entry left
+// unreplaced would still resolve through the link:
+//
+//	include_path=".:/var/www/site/htdocs/../include:/var/www/site/htdocs/lib"
+//
+// A pattern that is a path (it starts with '/')
+// only matches a whole path of a ':'-separated list, or the start of one:
+// it must begin the value or follow a ':' (or a '/', as in phar:///path),
+// and end the value or be followed by '/' or ':'. So /srv/cur matches
+// neither inside /srv/current nor inside /x/srv/cur.
+// Trailing slashes of the pattern and the docroots are ignored. A pattern
+// of "/" replaces nothing.
+//
+// incpath left include_path alone and served the request when it could not
+// pin it; Rewrite refuses the request ([ErrINIValue], [ErrUnsafePath],
+// [ErrDocroot]).
+//
+// # Path safety
+//
+// A DOCUMENT_ROOT or SCRIPT_FILENAME holding a NUL byte or a ".." component,
+// or a PATH_TRANSLATED holding a NUL byte, fails with [ErrUnsafePath]:
+// php-fpm reads params as C strings, and a ".." would climb out of the
+// release directory the request was pinned to.
+//
+// # Cost
+//
+// Rewrite uses no maps, no regular expressions and no fmt on its success
+// path. It allocates nothing when no value changes, and otherwise once: the
+// new SCRIPT_FILENAME, PATH_TRANSLATED, PHP_VALUE and PHP_ADMIN_VALUE are
+// written into one buffer, sized in advance, and sliced. dst grows once if
+// its capacity is short of len(in)+1; reuse it, or rewrite in place with
+// dst = in[:0]. Duplicate names are found with a small hash table on the
+// stack; requests of more than 128 params and configs of more than 8
+// pinned keys allocate their tables.
+package rewrite

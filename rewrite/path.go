@@ -1,0 +1,77 @@
+package rewrite
+
+import "strings"
+
+// cleanRoot checks a docroot given to Rewrite and returns it without
+// trailing slashes ("" for the root directory), so that joining it with the
+// rest of a path never doubles or drops a slash. ok is false for a path that
+// is relative, holds a NUL byte or has a ".." component.
+func cleanRoot(p string) (root string, ok bool) {
+	if p == "" || p[0] != '/' || strings.IndexByte(p, 0) >= 0 || hasDotDot(p) {
+		return "", false
+	}
+	return trimSlashes(p), true
+}
+
+// trimSlashes removes trailing slashes; "/" becomes "".
+func trimSlashes(p string) string {
+	for len(p) > 0 && p[len(p)-1] == '/' {
+		p = p[:len(p)-1]
+	}
+	return p
+}
+
+// hasDotDot reports whether p has a ".." path component. A script path
+// with one could name a file outside the docroot once it is joined onto a
+// release directory, so such requests are refused, not forwarded.
+func hasDotDot(p string) bool {
+	for i := 0; ; {
+		k := strings.Index(p[i:], "..")
+		if k < 0 {
+			return false
+		}
+		k += i
+		if (k == 0 || p[k-1] == '/') && (k+2 == len(p) || p[k+2] == '/') {
+			return true
+		}
+		i = k + 1
+	}
+}
+
+// hasRoot reports whether p is root or lies below it: root followed by the
+// end or a '/'. "/srv/cur" is not a root of "/srv/current/x". root is
+// cleaned by cleanRoot, so "" (the root directory) matches any absolute
+// path.
+func hasRoot(p, root string) bool {
+	if !strings.HasPrefix(p, root) {
+		return false
+	}
+	if len(p) == len(root) {
+		return root != ""
+	}
+	return p[len(root)] == '/'
+}
+
+// nextMatch returns the index of the first occurrence of pat in s at or
+// after i, or -1. When boundary is set the occurrence must be a whole path
+// in a list: it must start s or follow a ':' (the separator of include_path
+// and open_basedir lists) or a '/' (as in phar:///path), and end s or be
+// followed by a '/' or a ':'.
+func nextMatch(s, pat string, i int, boundary bool) int {
+	for i <= len(s)-len(pat) {
+		k := strings.Index(s[i:], pat)
+		if k < 0 {
+			return -1
+		}
+		k += i
+		if !boundary {
+			return k
+		}
+		e := k + len(pat)
+		if (k == 0 || s[k-1] == ':' || s[k-1] == '/') && (e == len(s) || s[e] == '/' || s[e] == ':') {
+			return k
+		}
+		i = k + 1
+	}
+	return -1
+}

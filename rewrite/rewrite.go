@@ -1,0 +1,628 @@
+package rewrite
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/incpathd/incpathd/fcgi"
+)
+
+// Config says how requests are pinned. The zero value pins DOCUMENT_ROOT,
+// SCRIPT_FILENAME and PATH_TRANSLATED, replaces the unresolved docroot in
+// the ini keys of DefaultPinINI, adds no include_path and drops HTTP_PROXY.
+// A Config is not modified by Rewrite and may be shared by goroutines.
+type Config struct {
+	// SearchReplacePattern is replaced by the resolved docroot in every
+	// pinned ini value, as incpath's incpath.search_replace_pattern was. If
+	// empty, the unresolved docroot (the from argument of Rewrite) is the
+	// pattern. Trailing slashes are ignored. A pattern starting with '/' is
+	// a path and only matches a whole path, or the start of one, in a
+	// ':'-separated list (see the package documentation); any other
+	// pattern, such as a placeholder token, matches wherever it occurs.
+	SearchReplacePattern string
+
+	// IncludePath is the include_path sent when the request carries none
+	// in PHP_VALUE or PHP_ADMIN_VALUE, with the pattern replaced like a
+	// request's. It exists because php-fpm keeps PHP_VALUE settings in the
+	// worker after the request: a pinned include_path sent by one request
+	// would otherwise stay in force, pointing at an old release, for later
+	// requests that send none. Set it to the pool's include_path so every
+	// request sends one. If empty, requests without an include_path get
+	// none added.
+	IncludePath string
+
+	// PinINI lists the ini keys whose values in PHP_VALUE and
+	// PHP_ADMIN_VALUE get the pattern replaced. Keys are matched exactly,
+	// as PHP does. If nil, DefaultPinINI is used; a non-nil empty slice
+	// pins no ini key.
+	PinINI []string
+
+	// KeepHTTPProxy keeps the HTTP_PROXY param. By default it is dropped:
+	// it is made from the client's "Proxy:" request header, and PHP code
+	// that reads it as the proxy setting sends its outgoing requests
+	// through an attacker's host (httpoxy, CVE-2016-5385).
+	KeepHTTPProxy bool
+}
+
+// DefaultPinINI is the list of ini keys pinned when Config.PinINI is nil:
+// the settings that name files PHP opens by path while it runs a request.
+var DefaultPinINI = []string{"include_path", "open_basedir", "auto_prepend_file", "auto_append_file"}
+
+// Errors returned by Rewrite, wrapped with the name of the offending param
+// and ini key. A request that fails is unsafe to forward: the caller should
+// answer it with an error rather than send it on unpinned.
+var (
+	// ErrDocroot means the from or to argument is not an absolute path,
+	// or holds a NUL byte or a ".." component.
+	ErrDocroot = errors.New("rewrite: invalid docroot")
+
+	// ErrUnsafePath means DOCUMENT_ROOT or SCRIPT_FILENAME holds a NUL
+	// byte or a ".." component, or PATH_TRANSLATED holds a NUL byte.
+	// php-fpm reads params as C strings, so a NUL would cut the path PHP
+	// sees short of the one checked here.
+	ErrUnsafePath = errors.New("rewrite: unsafe path")
+
+	// ErrINIValue means a PHP_VALUE or PHP_ADMIN_VALUE holds a NUL byte
+	// or a quoted string that is never closed, or a pinned ini value could
+	// not be read as a literal or written back as valid INI (see the
+	// package documentation).
+	ErrINIValue = errors.New("rewrite: ini value cannot be pinned")
+)
+
+// Kinds of params Rewrite treats specially.
+const (
+	kindOther uint8 = iota
+	kindDocRoot
+	kindScript
+	kindPathTranslated
+	kindValue
+	kindAdminValue
+	kindHTTPProxy
+	numKinds
+)
+
+func kindOf(name string) uint8 {
+	switch name {
+	case "DOCUMENT_ROOT":
+		return kindDocRoot
+	case "SCRIPT_FILENAME":
+		return kindScript
+	case "PATH_TRANSLATED":
+		return kindPathTranslated
+	case "PHP_VALUE":
+		return kindValue
+	case "PHP_ADMIN_VALUE":
+		return kindAdminValue
+	case "HTTP_PROXY":
+		return kindHTTPProxy
+	}
+	return kindOther
+}
+
+// Requests with up to smallParams or stackParams params and configs with up to stackPins
+// pinned keys are handled with arrays on the stack; larger ones allocate.
+// An INI param with more than stackVerbatim verbatim entries is split twice.
+const (
+	smallParams   = 64 // both powers of two: the dedup table is twice as long
+	stackParams   = 128
+	stackPins     = 8
+	stackVerbatim = 8 // verbatim INI entries remembered per param
+)
+
+var zeroConfig Config
+
+// Rewrite appends to dst the params of in, pinned from the unresolved
+// docroot from to the resolved docroot to, and returns the extended slice.
+// On error dst is returned unchanged and nothing is written.
+//
+// Rewrite writes to in only through dst: dst may be in[:0] to rewrite in
+// place, as every param is read before its slot is written. Any other
+// overlap of dst's spare capacity with in is not allowed. The values
+// Rewrite creates share one allocation; the others are the strings of in.
+//
+// Each name is sent once, at the position of its first occurrence in in:
+// for ordinary params with the value of the last occurrence, as php-fpm
+// would have used; for PHP_VALUE and PHP_ADMIN_VALUE with the entries of all
+// occurrences merged. A PHP_VALUE created for Config.IncludePath is
+// appended last.
+//
+// A nil *Config behaves as the zero Config.
+func (c *Config) Rewrite(dst, in []fcgi.Pair, from, to string) ([]fcgi.Pair, error) {
+	if c == nil {
+		c = &zeroConfig
+	}
+	fromRoot, ok := cleanRoot(from)
+	if !ok {
+		return dst, fmt.Errorf("%w: the unresolved docroot", ErrDocroot)
+	}
+	toRoot, ok := cleanRoot(to)
+	if !ok {
+		return dst, fmt.Errorf("%w: the resolved docroot", ErrDocroot)
+	}
+	docroot := toRoot
+	if docroot == "" {
+		docroot = "/"
+	}
+	keys := c.PinINI
+	if keys == nil {
+		keys = DefaultPinINI
+	}
+	rep := replacer{pat: c.SearchReplacePattern, to: toRoot}
+	if rep.pat == "" {
+		rep.pat = fromRoot
+	}
+	if rep.pat != "" && rep.pat[0] == '/' {
+		rep.pat = trimSlashes(rep.pat)
+		rep.boundary = true
+	}
+
+	// Pass 1: classify every param, refuse unsafe paths, and find
+	// duplicate names. win[i] is the index whose value the first
+	// occurrence i sends (its last occurrence), or -1 for a later
+	// occurrence that is not sent on its own.
+	n := len(in)
+	var (
+		kinds []uint8
+		win   []int32
+		tab   []uint32 // for dedup: a power of two, at least 2n
+	)
+	// Arrays declared in a branch are only zeroed when it runs: small
+	// requests do not pay for clearing the larger arrays.
+	switch {
+	case n <= smallParams:
+		var kindBuf [smallParams]uint8
+		var winBuf [smallParams]int32
+		var tabBuf [2 * smallParams]uint32
+		kinds, win, tab = kindBuf[:n], winBuf[:n], tabBuf[:]
+	case n <= stackParams:
+		var kindBuf [stackParams]uint8
+		var winBuf [stackParams]int32
+		var tabBuf [2 * stackParams]uint32
+		kinds, win, tab = kindBuf[:n], winBuf[:n], tabBuf[:]
+	default:
+		size := 2 * stackParams
+		for size < 2*n {
+			size <<= 1
+		}
+		kinds, win, tab = make([]uint8, n), make([]int32, n), make([]uint32, size)
+	}
+	var first [numKinds]int
+	for k := range first {
+		first[k] = -1
+	}
+	var nValue, nAdmin int
+	for i := range in {
+		name, v := in[i].Name, in[i].Value
+		k := kindOf(name)
+		kinds[i] = k
+		switch k {
+		case kindDocRoot, kindScript:
+			if strings.IndexByte(v, 0) >= 0 {
+				return dst, fmt.Errorf("%w: NUL byte in %s", ErrUnsafePath, name)
+			}
+			if hasDotDot(v) {
+				return dst, fmt.Errorf("%w: \"..\" component in %s", ErrUnsafePath, name)
+			}
+		case kindPathTranslated:
+			// Not checked for "..": it is DOCUMENT_ROOT plus the
+			// client's PATH_INFO, which PHP reports but never opens.
+			if strings.IndexByte(v, 0) >= 0 {
+				return dst, fmt.Errorf("%w: NUL byte in %s", ErrUnsafePath, name)
+			}
+		case kindValue, kindAdminValue:
+			if strings.IndexByte(v, 0) >= 0 {
+				return dst, fmt.Errorf("%w: NUL byte in %s", ErrINIValue, name)
+			}
+			if k == kindValue {
+				nValue++
+			} else {
+				nAdmin++
+			}
+		}
+		if first[k] < 0 {
+			first[k] = i
+		}
+	}
+	dedup(in, win, tab)
+
+	// Pass 2: read the INI params and size every value Rewrite creates.
+	// The pin slots are kept out of the plans: escape analysis follows a
+	// struct as a whole, and the plans' output strings go to dst.
+	var valuePins, adminPins []pinSlot
+	var valueVerb, adminVerb []string
+	if nValue > 0 || nAdmin > 0 || c.IncludePath != "" {
+		var pins []pinSlot
+		if len(keys) <= stackPins {
+			var pinBuf [2 * stackPins]pinSlot
+			pins = pinBuf[:2*len(keys)]
+		} else {
+			pins = make([]pinSlot, 2*len(keys))
+		}
+		valuePins, adminPins = pins[:len(keys)], pins[len(keys):]
+		var verbBuf [2 * stackVerbatim]string
+		valueVerb, adminVerb = verbBuf[:stackVerbatim], verbBuf[stackVerbatim:]
+	}
+	value := iniPlan{name: "PHP_VALUE", kind: kindValue, n: nValue}
+	admin := iniPlan{name: "PHP_ADMIN_VALUE", kind: kindAdminValue, n: nAdmin}
+	total := 0
+	if nValue > 0 {
+		if err := value.scan(in, kinds, first[kindValue], keys, valuePins, valueVerb); err != nil {
+			return dst, err
+		}
+	}
+	if nAdmin > 0 {
+		if err := admin.scan(in, kinds, first[kindAdminValue], keys, adminPins, adminVerb); err != nil {
+			return dst, err
+		}
+	}
+	if c.IncludePath != "" && !value.hasInclude && !admin.hasInclude {
+		value.base = c.IncludePath
+		value.hasBase = true
+	}
+	if err := value.size(keys, valuePins, &rep); err != nil {
+		return dst, err
+	}
+	if err := admin.size(keys, adminPins, &rep); err != nil {
+		return dst, err
+	}
+	total += value.outLen + admin.outLen
+
+	var script, translated pathPlan
+	if fromRoot != toRoot {
+		if f := first[kindScript]; f >= 0 {
+			script.size(in[win[f]].Value, fromRoot, toRoot)
+		}
+		if f := first[kindPathTranslated]; f >= 0 {
+			translated.size(in[win[f]].Value, fromRoot, toRoot)
+		}
+	}
+	total += script.outLen + translated.outLen
+
+	// Pass 3: write every new value into one buffer.
+	if total > 0 {
+		var b strings.Builder
+		b.Grow(total)
+		script.write(&b, fromRoot, toRoot)
+		translated.write(&b, fromRoot, toRoot)
+		if err := value.write(&b, in, kinds, keys, valuePins, valueVerb, &rep); err != nil {
+			return dst, err
+		}
+		if err := admin.write(&b, in, kinds, keys, adminPins, adminVerb, &rep); err != nil {
+			return dst, err
+		}
+		s := b.String()
+		script.out = s[script.start:script.end]
+		translated.out = s[translated.start:translated.end]
+		value.slice(s)
+		admin.slice(s)
+	}
+
+	// Pass 4: send each name once. Runs of params sent as they came are
+	// copied in bulk, which is cheaper than one append per param.
+	dst = slices.Grow(dst, n+1)
+	run := 0
+	for i := range in {
+		k, last := kinds[i], win[i]
+		if k == kindOther && last == int32(i) {
+			continue
+		}
+		dst = append(dst, in[run:i]...)
+		run = i + 1
+		if last < 0 {
+			continue
+		}
+		v := in[last].Value
+		switch k {
+		case kindDocRoot:
+			v = docroot
+		case kindScript:
+			v = script.result(v)
+		case kindPathTranslated:
+			v = translated.result(v)
+		case kindValue:
+			v = value.result(v)
+		case kindAdminValue:
+			v = admin.result(v)
+		case kindHTTPProxy:
+			if !c.KeepHTTPProxy {
+				continue
+			}
+		}
+		dst = append(dst, fcgi.Pair{Name: in[i].Name, Value: v})
+	}
+	dst = append(dst, in[run:]...)
+	if nValue == 0 && value.hasBase {
+		dst = append(dst, fcgi.Pair{Name: "PHP_VALUE", Value: value.out})
+	}
+	return dst, nil
+}
+
+// replacer replaces the pattern by the resolved docroot in ini values.
+type replacer struct {
+	pat, to  string
+	boundary bool // pat is a path: match only whole paths of a list
+
+	// Values read from the request pass validValue. Replacing a path
+	// pattern by a valid docroot keeps them valid: the seams fall next to
+	// '/', ':' or the ends, where no "${" can form. Otherwise each pinned
+	// value is checked after the replacement. Decided on first use.
+	safe, safeKnown bool
+}
+
+// needsCheck reports whether pinned values must be checked with validValue
+// after the replacement.
+func (r *replacer) needsCheck() bool {
+	if !r.safeKnown {
+		r.safe = r.boundary && validValue(r.to)
+		r.safeKnown = true
+	}
+	return !r.safe
+}
+
+// count returns how many times s holds the pattern.
+func (r *replacer) count(s string) int {
+	if r.pat == "" {
+		return 0
+	}
+	n := 0
+	for i := nextMatch(s, r.pat, 0, r.boundary); i >= 0; i = nextMatch(s, r.pat, i+len(r.pat), r.boundary) {
+		n++
+	}
+	return n
+}
+
+// write writes s with every occurrence of the pattern replaced.
+func (r *replacer) write(b *strings.Builder, s string) {
+	if r.pat == "" {
+		b.WriteString(s)
+		return
+	}
+	done := 0
+	for i := nextMatch(s, r.pat, 0, r.boundary); i >= 0; i = nextMatch(s, r.pat, i+len(r.pat), r.boundary) {
+		b.WriteString(s[done:i])
+		b.WriteString(r.to)
+		done = i + len(r.pat)
+	}
+	b.WriteString(s[done:])
+}
+
+// pathPlan rewrites SCRIPT_FILENAME or PATH_TRANSLATED.
+type pathPlan struct {
+	in         string // the value sent before pinning
+	changed    bool
+	outLen     int
+	start, end int // of the new value in the shared buffer
+	out        string
+}
+
+// size decides whether v lies under the docroot and how long it becomes.
+func (p *pathPlan) size(v, fromRoot, toRoot string) {
+	if !hasRoot(v, fromRoot) {
+		return
+	}
+	p.in, p.changed = v, true
+	p.outLen = len(toRoot) + len(v) - len(fromRoot)
+}
+
+func (p *pathPlan) write(b *strings.Builder, fromRoot, toRoot string) {
+	if !p.changed {
+		return
+	}
+	p.start = b.Len()
+	b.WriteString(toRoot)
+	b.WriteString(p.in[len(fromRoot):])
+	p.end = b.Len()
+}
+
+func (p *pathPlan) result(v string) string {
+	switch {
+	case !p.changed:
+		return v
+	case p.out == "":
+		// The script was the docroot itself, pinned to "/".
+		return "/"
+	}
+	return p.out
+}
+
+// pinSlot holds the last entry of one pinned key in an INI param.
+type pinSlot struct {
+	raw   string // text after '=' in the request
+	value string // raw read as a literal
+	set   bool
+}
+
+// iniPlan rewrites PHP_VALUE or PHP_ADMIN_VALUE.
+type iniPlan struct {
+	name    string
+	kind    uint8
+	n       int    // occurrences in the request
+	base    string // Config.IncludePath, added when hasBase
+	hasBase bool
+
+	hasInclude bool // the request sets include_path
+	nPinned    int  // pins set
+	verbN      int  // entries sent verbatim
+	verbLen    int  // their length
+
+	rebuild    bool
+	outLen     int
+	start, end int
+	out        string
+}
+
+// scan reads every occurrence of the param, from the first one at index
+// first, and records in pins the last entry of each pinned key, and in
+// verb the verbatim entries as far as it has room.
+//
+// A quoted string that is never closed is refused. php-fpm would stop
+// parsing there anyway, and once occurrences are merged it would swallow
+// the lines that follow it, lines php-fpm would otherwise have applied.
+func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, pins []pinSlot, verb []string) error {
+	for i := first; i < len(in); i++ {
+		if kinds[i] != p.kind {
+			continue
+		}
+		v := in[i].Value
+		for j := 0; ; {
+			e, next, open := nextEntry(v, j)
+			if e == "" {
+				break
+			}
+			if open {
+				return fmt.Errorf("%w: unterminated quoted string in %s", ErrINIValue, p.name)
+			}
+			j = next
+			if key, raw, ok := splitEntry(e); ok {
+				if key == "include_path" {
+					p.hasInclude = true
+				}
+				if k := slices.Index(keys, key); k >= 0 {
+					if !pins[k].set {
+						p.nPinned++
+					}
+					pins[k].raw, pins[k].set = raw, true
+					continue
+				}
+			}
+			if p.verbN < len(verb) {
+				verb[p.verbN] = e
+			}
+			p.verbN++
+			p.verbLen += len(e)
+		}
+	}
+	return nil
+}
+
+// size reads the pinned values and computes the length of the new value.
+// A param seen once with nothing to pin is sent as it came.
+func (p *iniPlan) size(keys []string, pins []pinSlot, r *replacer) error {
+	p.rebuild = p.n > 1 || p.nPinned > 0 || p.hasBase
+	if !p.rebuild {
+		return nil
+	}
+	delta := len(r.to) - len(r.pat)
+	entries := p.verbN
+	l := p.verbLen
+	if p.hasBase {
+		entries++
+		l += len(`include_path=""`) + len(p.base) + r.count(p.base)*delta
+	}
+	for k := range pins {
+		s := &pins[k]
+		if !s.set {
+			continue
+		}
+		v, ok := parseValue(s.raw)
+		if !ok {
+			return fmt.Errorf("%w: %s in %s", ErrINIValue, keys[k], p.name)
+		}
+		s.value = v
+		entries++
+		l += len(keys[k]) + len(`=""`) + len(v) + r.count(v)*delta
+	}
+	if entries > 1 {
+		l += entries - 1
+	}
+	p.outLen = l
+	return nil
+}
+
+// write writes the new value: pinned entries first, then the verbatim
+// entries of every occurrence in order, one per line. Pinned entries come
+// first because php-fpm stops at the first syntax error in the text and
+// keeps what it applied before: a broken line sent by the web server must
+// not cost the request its pin.
+func (p *iniPlan) write(b *strings.Builder, in []fcgi.Pair, kinds []uint8, keys []string, pins []pinSlot, verb []string, r *replacer) error {
+	if !p.rebuild {
+		return nil
+	}
+	p.start = b.Len()
+	w := lineWriter{b: b}
+	if p.hasBase {
+		if !w.pin("include_path", p.base, r, true) {
+			return fmt.Errorf("%w: include_path from the configured base in %s", ErrINIValue, p.name)
+		}
+	}
+	for k := range pins {
+		if s := &pins[k]; s.set && !w.pin(keys[k], s.value, r, r.needsCheck()) {
+			return fmt.Errorf("%w: %s in %s after pinning", ErrINIValue, keys[k], p.name)
+		}
+	}
+	if p.verbN <= len(verb) {
+		for _, e := range verb[:p.verbN] {
+			w.line()
+			b.WriteString(e)
+		}
+		p.end = b.Len()
+		return nil
+	}
+	// More verbatim entries than scan kept: split the values again.
+	for i := range in {
+		if kinds[i] != p.kind {
+			continue
+		}
+		v := in[i].Value
+		for j := 0; ; {
+			e, next, _ := nextEntry(v, j)
+			if e == "" {
+				break
+			}
+			j = next
+			if key, _, ok := splitEntry(e); ok && slices.Contains(keys, key) {
+				continue
+			}
+			w.line()
+			b.WriteString(e)
+		}
+	}
+	p.end = b.Len()
+	return nil
+}
+
+func (p *iniPlan) slice(s string) {
+	if p.rebuild {
+		p.out = s[p.start:p.end]
+	}
+}
+
+// result returns the value to send in place of v, the value of the
+// param's last occurrence. When the param was not rebuilt it occurs once,
+// so v is the request's value.
+func (p *iniPlan) result(v string) string {
+	if p.rebuild {
+		return p.out
+	}
+	return v
+}
+
+// lineWriter writes INI entries one per line.
+type lineWriter struct {
+	b   *strings.Builder
+	sep bool
+}
+
+func (w *lineWriter) line() {
+	if w.sep {
+		w.b.WriteByte('\n')
+	}
+	w.sep = true
+}
+
+// pin writes key="v" with the pattern replaced in v. With check set it
+// reports whether the result passes validValue; the check is needed where
+// the resolved docroot, or the seam where it meets the rest of v, may hold
+// what v alone did not, and for values not read by parseValue.
+func (w *lineWriter) pin(key, v string, r *replacer, check bool) bool {
+	w.line()
+	w.b.WriteString(key)
+	w.b.WriteString(`="`)
+	start := w.b.Len()
+	r.write(w.b, v)
+	ok := !check || validValue(w.b.String()[start:])
+	w.b.WriteByte('"')
+	return ok
+}
