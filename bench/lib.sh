@@ -1,0 +1,78 @@
+# Shared by the bench scripts: temporary directory, process clean-up, free
+# loopback ports, and process figures from /proc. Source it; it sets $tmp and
+# a trap that stops every process started with `start` and removes $tmp.
+
+set -euo pipefail
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start LOG CMD... runs CMD in the background with its output in LOG and
+# remembers its pid in $last_pid.
+start() {
+  local log=$1
+  shift
+  "$@" >"$log" 2>&1 &
+  last_pid=$!
+  pids+=("$last_pid")
+}
+
+# free_port prints a loopback port nobody listens on.
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+}
+
+# wait_port PORT waits until something accepts on it.
+wait_port() {
+  local _
+  for _ in $(seq 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on port $1; logs in $tmp" >&2
+  trap - EXIT
+  exit 1
+}
+
+# cpu_ticks PID prints the user+system CPU time the process used so far, in
+# clock ticks (1/100 s on Linux).
+cpu_ticks() {
+  local stat
+  stat=$(<"/proc/$1/stat")
+  stat=${stat##*) }
+  # Fields after the command: state is field 3, utime 14, stime 15.
+  awk '{print $12 + $13}' <<<"$stat"
+}
+
+# hwm_kib PID prints the process's peak resident set size in KiB (VmHWM).
+hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+
+# median prints the median of its arguments.
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# field KEY LINE prints the value of KEY=VALUE in LINE.
+field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k {print $2}'; }
+
+# build puts incpathd and the bench programs in $tmp/bin.
+build() {
+  (cd "$(dirname "${BASH_SOURCE[0]}")/.." &&
+    go build -o "$tmp/bin/" ./cmd/incpathd ./bench/cmd/fcgiload ./bench/cmd/nullfpm)
+}
+
+# make_site makes $tmp/site with current -> releases/A, the docroot the
+# requests name, so that incpathd resolves and pins every one.
+make_site() {
+  mkdir -p "$tmp/site/releases/A"
+  ln -s releases/A "$tmp/site/current"
+}

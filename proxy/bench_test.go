@@ -1,0 +1,183 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/internal/fcgibench"
+	"github.com/incpathd/incpathd/rewrite"
+	"github.com/incpathd/incpathd/sapi"
+)
+
+// benchSite is a docroot symlink, current -> releases/A, made once.
+func benchSite(b *testing.B) string {
+	b.Helper()
+	root, err := filepath.EvalSymlinks(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "releases", "A"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	current := filepath.Join(root, "current")
+	if err := os.Symlink("releases/A", current); err != nil {
+		b.Fatal(err)
+	}
+	return current
+}
+
+// benchProxy is the Proxy incpathd runs with its default flags plus an
+// include_path, so every request is pinned and carries one.
+func benchProxy(pool *fcgi.Pool) *Proxy {
+	return &Proxy{
+		Pool:     pool,
+		Policy:   sapi.Policy{RealpathList: []string{"*"}},
+		Resolver: &sapi.Resolver{Every: time.Hour},
+		Rewrite:  rewrite.Config{IncludePath: ".:/usr/share/php"},
+		Logger:   quietLogger(),
+	}
+}
+
+// BenchmarkRewritePath is what a request's params cost incpathd: the PARAMS
+// stream of a 30-param nginx request decoded, pinned (front end, policy,
+// cached docroot resolution, rewrite) and encoded for php-fpm, reusing the
+// buffers the server and the proxy reuse.
+func BenchmarkRewritePath(b *testing.B) {
+	current := benchSite(b)
+	params := fcgibench.NginxParams(current)
+	var enc []byte
+	for _, p := range params {
+		enc = fcgi.AppendPair(enc, p)
+	}
+	p := benchProxy(nil)
+	p.init()
+	w := fcgi.NewWriter(bufio.NewWriterSize(io.Discard, 16<<10))
+	in := make([]fcgi.Pair, 0, 64)
+	out := make([]fcgi.Pair, 0, 64)
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if in, err = fcgi.DecodeParams(in[:0], enc); err != nil {
+			b.Fatal(err)
+		}
+		if out, err = p.pin(out[:0], in); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.WriteParams(1, out); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if p.Resolver.Resolutions() != 1 {
+		b.Fatalf("%d resolutions; want 1: the docroot should stay cached", p.Resolver.Resolutions())
+	}
+}
+
+// benchStack is a web server's connections to fcgi.Server + Proxy +
+// fcgi.Pool on loopback, in front of an upstream that answers at once; all
+// connections kept alive.
+type benchStack struct {
+	addr string
+	req  []byte
+}
+
+func startBenchStack(b *testing.B, conns int) *benchStack {
+	b.Helper()
+	ul, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var app fcgibench.NullApp
+	go app.Serve(ul)
+	b.Cleanup(func() { app.Close() })
+
+	pool := &fcgi.Pool{Address: ul.Addr().String(), MaxConns: conns}
+	p := benchProxy(pool)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &fcgi.Server{Handler: p, Logger: p.Logger}
+	go srv.Serve(l)
+	b.Cleanup(func() {
+		srv.Shutdown(context.Background())
+		pool.Close()
+	})
+	req, err := fcgibench.EncodeRequest(fcgibench.NginxParams(benchSite(b)), false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &benchStack{addr: l.Addr().String(), req: req}
+}
+
+func (s *benchStack) dial(b *testing.B) *fcgibench.Client {
+	c, err := fcgibench.Dial(s.addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+func (s *benchStack) do(c *fcgibench.Client) error {
+	res, err := c.Do(s.req, 0)
+	if err != nil {
+		return err
+	}
+	if res.Stdout != int64(len(fcgibench.DefaultResponse)) {
+		return fmt.Errorf("got %d bytes of stdout %q; want %d", res.Stdout, res.Head, len(fcgibench.DefaultResponse))
+	}
+	return nil
+}
+
+// BenchmarkProxy is the whole proxy path, one request at a time on one kept
+// connection: its time per op is the latency of a request through
+// incpathd (client and upstream included), its allocations those of the
+// client, the server, the proxy and the upstream together.
+func BenchmarkProxy(b *testing.B) {
+	s := startBenchStack(b, 1)
+	c := s.dial(b)
+	defer c.Close()
+	// Dial the upstream, fill the resolver cache.
+	if err := s.do(c); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.do(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkProxyParallel is the whole proxy path under load: as many kept
+// web server connections as RunParallel has goroutines.
+func BenchmarkProxyParallel(b *testing.B) {
+	s := startBenchStack(b, 64)
+	b.SetParallelism(4)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := fcgibench.Dial(s.addr)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		for pb.Next() {
+			if err := s.do(c); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
