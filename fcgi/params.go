@@ -3,6 +3,7 @@ package fcgi
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 )
 
 // Pair is one FastCGI name-value pair, as carried in a PARAMS stream.
@@ -24,7 +25,22 @@ var (
 // The names and values share one string made from b, so decoding a request
 // costs one allocation however many pairs it has.
 func DecodeParams(dst []Pair, b []byte) ([]Pair, error) {
-	s := string(b)
+	return decodeParams(dst, string(b))
+}
+
+// DecodeParamsInPlace is DecodeParams without the copy: the names and
+// values point into b, so b must not change while they are in use. It costs
+// no allocation when dst has room. The Server decodes each request's params
+// so, from a buffer it reuses only once the handler has returned.
+func DecodeParamsInPlace(dst []Pair, b []byte) ([]Pair, error) {
+	if len(b) == 0 {
+		return dst, nil
+	}
+	return decodeParams(dst, unsafe.String(&b[0], len(b)))
+}
+
+func decodeParams(dst []Pair, b string) ([]Pair, error) {
+	s := b
 	for len(s) > 0 {
 		nl, n, ok := pairLen(s)
 		if !ok {
@@ -102,8 +118,7 @@ func (w *Writer) WriteParams(id uint16, pairs []Pair) error {
 			size += PairSize(pairs[n])
 			n++
 		}
-		w.hdr = appendHeader(w.hdr[:0], TypeParams, id, size)
-		w.w.Write(w.hdr)
+		w.w.Write(appendHeader(w.scratch[:0], TypeParams, id, size))
 		for _, p := range pairs[:n] {
 			writeLen(w, len(p.Name))
 			writeLen(w, len(p.Value))

@@ -292,12 +292,23 @@ type Conn struct {
 	W    *Writer
 	R    *Reader
 	used time.Time
+
+	// For the liveness check before each reuse, made once: nil rc when nc
+	// has no file descriptor.
+	rc      syscall.RawConn
+	peek    func(fd uintptr) bool
+	peekBuf [1]byte
+	isAlive bool
 }
 
 func newConn(nc net.Conn) *Conn {
 	c := &Conn{nc: nc, bw: bufio.NewWriterSize(nc, 16<<10)}
 	c.W = NewWriter(c.bw)
 	c.R = NewReader(nc)
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.rc, _ = sc.SyscallConn()
+		c.peek = c.peekFD
+	}
 	return c
 }
 
@@ -312,20 +323,18 @@ func (c *Conn) alive() bool {
 	if c.R.Buffered() > 0 {
 		return false
 	}
-	sc, ok := c.nc.(syscall.Conn)
-	if !ok {
-		return true
+	if c.rc == nil {
+		return c.peek == nil // no descriptor to check; an error getting one fails
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	alive := false
-	var buf [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-		return true
-	})
-	return err == nil && alive
+	c.isAlive = false
+	err := c.rc.Read(c.peek)
+	return err == nil && c.isAlive
+}
+
+// peekFD is the liveness check's read. It is a method value kept in c.peek,
+// so that a check allocates nothing.
+func (c *Conn) peekFD(fd uintptr) bool {
+	_, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	c.isAlive = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+	return true
 }

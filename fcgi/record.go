@@ -149,20 +149,22 @@ func (r *Reader) peekHeader() (Header, error) {
 // MaxContent is split over several records. Writer does not pad: padding is
 // optional and costs bytes on loopback without gaining anything.
 type Writer struct {
-	w   *bufio.Writer
-	hdr []byte
+	w *bufio.Writer
+	// scratch holds a header, or a whole record of a fixed-size type:
+	// bytes handed to bufio.Writer.Write escape, and this array lives as
+	// long as the Writer, so writing them allocates nothing.
+	scratch [2 * HeaderLen]byte
 }
 
 // NewWriter returns a Writer that writes records to bw.
-func NewWriter(bw *bufio.Writer) *Writer { return &Writer{w: bw, hdr: make([]byte, 0, HeaderLen)} }
+func NewWriter(bw *bufio.Writer) *Writer { return &Writer{w: bw} }
 
 // WriteRecord writes content as records of type t for request id. Empty
 // content writes one empty record, which ends a stream.
 func (w *Writer) WriteRecord(t uint8, id uint16, content []byte) error {
 	for {
 		n := min(len(content), MaxContent)
-		w.hdr = appendHeader(w.hdr[:0], t, id, n)
-		w.w.Write(w.hdr)
+		w.w.Write(appendHeader(w.scratch[:0], t, id, n))
 		if _, err := w.w.Write(content[:n]); err != nil {
 			return err
 		}
@@ -175,16 +177,19 @@ func (w *Writer) WriteRecord(t uint8, id uint16, content []byte) error {
 
 // WriteBeginRequest writes a BEGIN_REQUEST record.
 func (w *Writer) WriteBeginRequest(id uint16, role uint16, flags uint8) error {
-	b := [8]byte{byte(role >> 8), byte(role), flags}
-	return w.WriteRecord(TypeBeginRequest, id, b[:])
+	b := appendHeader(w.scratch[:0], TypeBeginRequest, id, 8)
+	b = append(b, byte(role>>8), byte(role), flags, 0, 0, 0, 0, 0)
+	_, err := w.w.Write(b)
+	return err
 }
 
 // WriteEndRequest writes an END_REQUEST record.
 func (w *Writer) WriteEndRequest(id uint16, appStatus uint32, protoStatus uint8) error {
-	var b [8]byte
-	binary.BigEndian.PutUint32(b[:], appStatus)
-	b[4] = protoStatus
-	return w.WriteRecord(TypeEndRequest, id, b[:])
+	b := appendHeader(w.scratch[:0], TypeEndRequest, id, 8)
+	b = binary.BigEndian.AppendUint32(b, appStatus)
+	b = append(b, protoStatus, 0, 0, 0)
+	_, err := w.w.Write(b)
+	return err
 }
 
 // Flush writes buffered records to the stream.

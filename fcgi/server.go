@@ -33,7 +33,8 @@ var (
 // A Handler answers one request. It runs on the connection's goroutine;
 // the request's body may be read from another goroutine while the handler
 // writes the response, but the handler must not return before that reader
-// is done.
+// is done. The Request and the ResponseWriter are reused by the connection's
+// next request: neither may be used once the handler has returned.
 type Handler interface {
 	ServeFCGI(w *ResponseWriter, r *Request)
 }
@@ -63,6 +64,13 @@ type Server struct {
 	// IdleTimeout bounds the wait for the next request on a kept
 	// connection. If zero, 5 minutes. If negative, none.
 	IdleTimeout time.Duration
+	// AbortWatchDelay is how long a request runs, once its body has been
+	// read, before the connection is watched for an ABORT_REQUEST or a
+	// hang-up, which cancel the request's context. Watching costs a
+	// goroutine, a read and a wake-up; most requests end sooner and never
+	// pay for it. An abort is seen at most this late. If zero, 5ms. If
+	// negative, watching starts as soon as the body has been read.
+	AbortWatchDelay time.Duration
 	// Logger receives one line per failure. If nil, slog.Default().
 	Logger *slog.Logger
 
@@ -90,6 +98,9 @@ func (s *Server) maxConns() int {
 
 func (s *Server) readTimeout() time.Duration { return orDefault(s.ReadTimeout, 60*time.Second) }
 func (s *Server) idleTimeout() time.Duration { return orDefault(s.IdleTimeout, 5*time.Minute) }
+func (s *Server) abortWatchDelay() time.Duration {
+	return orDefault(s.AbortWatchDelay, 5*time.Millisecond)
+}
 
 func orDefault(d, def time.Duration) time.Duration {
 	if d == 0 {
@@ -228,8 +239,10 @@ func (s *Server) closeIdle() bool {
 }
 
 func (s *Server) newConn(rwc net.Conn) *conn {
-	c := &conn{srv: s, rwc: rwc, r: NewReader(rwc)}
-	c.bw = bufio.NewWriterSize(rwc, 16<<10)
+	c := &conn{srv: s, rwc: rwc, watchDone: make(chan struct{}, 1)}
+	c.br = getReader(rwc)
+	c.r = &Reader{r: c.br}
+	c.bw = getWriter(rwc)
 	c.w = NewWriter(c.bw)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -243,30 +256,75 @@ func (s *Server) newConn(rwc net.Conn) *conn {
 	return c
 }
 
+// Buffers of web server connections, kept for the next connection: front
+// ends such as Caddy open one per request, and the reader's is 64 KiB.
+var readers, writers sync.Pool
+
+func getReader(r io.Reader) *bufio.Reader {
+	if br, ok := readers.Get().(*bufio.Reader); ok {
+		br.Reset(r)
+		return br
+	}
+	return bufio.NewReaderSize(r, readerSize)
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readers.Put(br)
+}
+
+func getWriter(w io.Writer) *bufio.Writer {
+	if bw, ok := writers.Get().(*bufio.Writer); ok {
+		bw.Reset(w)
+		return bw
+	}
+	return bufio.NewWriterSize(w, 16<<10)
+}
+
+func putWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	writers.Put(bw)
+}
+
 // conn is one web server connection.
 type conn struct {
 	srv  *Server
 	rwc  net.Conn
 	r    *Reader
-	bw   *bufio.Writer
-	wmu  sync.Mutex // guards w: management answers may interleave with a response
+	br   *bufio.Reader // c.r's, from readers
+	bw   *bufio.Writer // from writers
+	wmu  sync.Mutex    // guards w: management answers may interleave with a response
 	w    *Writer
 	idle atomic.Bool
 
 	params []byte // reused PARAMS buffer
 	pairs  []Pair
+	// The request in progress and its writer, reused by the next one.
+	req Request
+	rw  ResponseWriter
 
-	watching  bool
-	watchDone chan struct{}
+	watchMu    sync.Mutex // guards watchState and watchReq
+	watchState int
+	watchReq   *Request
+	watchTimer *time.Timer   // starts the watch; made on first use
+	watchDone  chan struct{} // a running watch ended
 }
 
 // serve reads requests until the connection ends.
 func (c *conn) serve() {
 	defer func() {
-		if v := recover(); v != nil {
+		v := recover()
+		if v != nil {
 			c.srv.logger().Error("panic serving connection", "remote", c.rwc.RemoteAddr(), "panic", v)
 		}
 		c.rwc.Close()
+		if v == nil {
+			// Nothing reads or writes the connection any more (after a
+			// panic, a body reader or the watch might): its buffers can
+			// serve another one.
+			putReader(c.br)
+			putWriter(c.bw)
+		}
 		c.srv.mu.Lock()
 		delete(c.srv.conns, c)
 		c.srv.mu.Unlock()
@@ -406,14 +464,16 @@ func (c *conn) serveRequest(h Header, content []byte) error {
 		}
 		c.params = append(c.params, content...)
 	}
-	pairs, err := DecodeParams(c.pairs[:0], c.params)
+	// The params point into c.params, which the next request overwrites:
+	// Request.Params is documented as valid until the handler returns.
+	pairs, err := DecodeParamsInPlace(c.pairs[:0], c.params)
 	if err != nil {
 		return fmt.Errorf("params of request %d: %w", id, err)
 	}
 	c.pairs = pairs
 
-	req := &Request{ID: id, KeepConn: keep, Params: pairs, conn: c}
-	req.ctx, req.cancel = context.WithCancelCause(context.Background())
+	req := &c.req
+	*req = Request{ID: id, KeepConn: keep, Params: pairs, conn: c}
 	req.Body.req = req
 	// Most requests carry no body: the web server sends the empty STDIN
 	// record with the params. Take it now, so the handler knows there is
@@ -425,12 +485,13 @@ func (c *conn) serveRequest(h Header, content []byte) error {
 		}
 	}
 	if req.Body.done {
-		c.startWatch(req)
+		c.armWatch(req)
 	}
-	w := &ResponseWriter{c: c, id: id}
+	w := &c.rw
+	*w = ResponseWriter{c: c, id: id}
 	c.srv.Handler.ServeFCGI(w, req)
 	c.stopWatch()
-	req.cancel(nil)
+	req.finish()
 	if !w.ended {
 		w.End(0, StatusRequestComplete)
 	}
@@ -471,16 +532,50 @@ func (c *conn) otherRecord(id uint16, h Header, content []byte) error {
 	}
 }
 
-// startWatch watches the connection for an abort or a hang-up while the
-// handler runs, once the body has been read: nothing else reads the
-// connection then.
-func (c *conn) startWatch(req *Request) {
-	c.rwc.SetReadDeadline(time.Time{})
-	c.watching = true
-	if c.watchDone == nil {
-		c.watchDone = make(chan struct{}, 1)
+// Watch states: whether the connection is watched for an abort or a hang-up
+// while a request runs.
+const (
+	watchOff     = iota // between requests, or before the body ends
+	watchArmed          // the timer runs; nothing reads the connection
+	watchRunning        // a goroutine reads the connection
+)
+
+// armWatch arranges for the connection to be watched for an abort or a
+// hang-up once the request has run for AbortWatchDelay after its body was
+// read: nothing else reads the connection then. Most requests end sooner and
+// never start the watch, which costs a goroutine, a read and a wake-up.
+// armWatch and stopWatch are never called at the same time: the handler must
+// not return before its body reader is done.
+func (c *conn) armWatch(req *Request) {
+	c.watchMu.Lock()
+	c.watchReq = req
+	c.watchState = watchArmed
+	c.watchMu.Unlock()
+	d := c.srv.abortWatchDelay()
+	switch {
+	case d <= 0:
+		go c.startWatch()
+	case c.watchTimer == nil:
+		c.watchTimer = time.AfterFunc(d, c.startWatch)
+	default:
+		c.watchTimer.Reset(d)
 	}
-	go c.watch(req)
+}
+
+// startWatch runs on its own goroutine when the delay is up, and watches
+// unless the request ended meanwhile. A firing left over from an earlier
+// request may start the watch of the next one early, which is harmless.
+func (c *conn) startWatch() {
+	c.watchMu.Lock()
+	if c.watchState != watchArmed {
+		c.watchMu.Unlock()
+		return
+	}
+	c.watchState = watchRunning
+	req := c.watchReq
+	c.rwc.SetReadDeadline(time.Time{})
+	c.watchMu.Unlock()
+	c.watch(req)
 }
 
 // watch blocks until the web server sends something or goes away. Only an
@@ -500,13 +595,25 @@ func (c *conn) watch(req *Request) {
 	}
 }
 
+// stopWatch ends the watch of the request that is ending, and leaves the
+// read deadline in the past if a watch ran.
 func (c *conn) stopWatch() {
-	if !c.watching {
-		return
+	c.watchMu.Lock()
+	state := c.watchState
+	c.watchState = watchOff
+	c.watchReq = nil
+	if state == watchRunning {
+		c.rwc.SetReadDeadline(aLongTimeAgo)
 	}
-	c.watching = false
-	c.rwc.SetReadDeadline(aLongTimeAgo)
-	<-c.watchDone
+	c.watchMu.Unlock()
+	switch state {
+	case watchArmed:
+		if c.watchTimer != nil {
+			c.watchTimer.Stop()
+		}
+	case watchRunning:
+		<-c.watchDone
+	}
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
@@ -519,14 +626,67 @@ type Request struct {
 	// request (FCGI_KEEP_CONN).
 	KeepConn bool
 	// Params are the request's name-value pairs in the order received.
-	// They are valid until the handler returns.
+	// They are valid until the handler returns: the strings point into a
+	// buffer that the connection's next request overwrites, so a handler
+	// that keeps one must copy it (strings.Clone).
 	Params []Pair
 	// Body streams the request's STDIN.
 	Body Body
 
-	conn   *conn
-	ctx    context.Context
-	cancel context.CancelCauseFunc
+	conn *conn
+
+	// mu guards what an abort, seen on another goroutine, changes.
+	mu        sync.Mutex
+	cause     error // why the request was canceled; nil while it runs
+	onAbort   func()
+	ctx       context.Context // made by the first call to Context
+	cancelCtx context.CancelCauseFunc
+}
+
+// cancel records why the request cannot go on, runs the OnAbort function
+// and cancels the context. Only the first cause counts.
+func (r *Request) cancel(cause error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cause != nil {
+		return
+	}
+	r.cause = cause
+	if r.cancelCtx != nil {
+		r.cancelCtx(cause)
+	}
+	if r.onAbort != nil {
+		r.onAbort()
+	}
+}
+
+// finish ends the request once the handler has returned: its context, if it
+// was made, is canceled.
+func (r *Request) finish() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.onAbort = nil
+	if r.cancelCtx != nil {
+		r.cancelCtx(nil)
+	}
+}
+
+// OnAbort arranges for f to be called when the web server aborts the
+// request or its connection fails while the handler runs, as
+// context.AfterFunc(r.Context(), f) would, at a fraction of the cost: for a
+// handler that must cut short a wait the context cannot reach, such as a
+// read from another connection. f runs on the goroutine that saw the abort
+// and must not block. There is one f at a time: a later call replaces it,
+// and OnAbort(nil) removes it; once OnAbort returns, the f it replaced is not
+// running and will not run. If the request was aborted already, f runs
+// before OnAbort returns.
+func (r *Request) OnAbort(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.onAbort = f
+	if f != nil && r.cause != nil {
+		f()
+	}
 }
 
 // StopBody makes a body read in progress, or the next one, fail at once:
@@ -539,8 +699,20 @@ func (r *Request) StopBody() {
 }
 
 // Context is canceled when the web server aborts the request or its
-// connection fails; context.Cause tells which.
-func (r *Request) Context() context.Context { return r.ctx }
+// connection fails, context.Cause tells which, and once the handler has
+// returned. It is made on the first call: a handler that never needs it
+// costs no context.
+func (r *Request) Context() context.Context {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ctx == nil {
+		r.ctx, r.cancelCtx = context.WithCancelCause(context.Background())
+		if r.cause != nil {
+			r.cancelCtx(r.cause)
+		}
+	}
+	return r.ctx
+}
 
 // Body streams a request's STDIN records. Reads past the end return io.EOF;
 // after ABORT_REQUEST, ErrAborted.
@@ -608,7 +780,7 @@ func (b *Body) Next() ([]byte, error) {
 		case TypeStdin:
 			if len(content) == 0 {
 				b.done = true
-				c.startWatch(b.req)
+				c.armWatch(b.req)
 				return nil, io.EOF
 			}
 			return content, nil

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +65,21 @@ func (p *Proxy) init() {
 // time on each, so any id does.
 const upstreamID = 1
 
-var pairsPool = sync.Pool{New: func() any { s := make([]fcgi.Pair, 0, 64); return &s }}
+// call is what a request needs besides its params, kept from one request
+// to the next so that forwarding one allocates nothing.
+type call struct {
+	params []fcgi.Pair
+	// upstream is the connection of the round trip under way; cut, made
+	// once, is what an abort runs to break off the read from it.
+	upstream net.Conn
+	cut      func()
+}
+
+var calls = sync.Pool{New: func() any {
+	c := &call{params: make([]fcgi.Pair, 0, 64)}
+	c.cut = func() { c.upstream.SetDeadline(aLongTimeAgo) }
+	return c
+}}
 
 // ServeFCGI implements fcgi.Handler.
 func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
@@ -73,18 +88,29 @@ func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
 	p.stats.InFlight.Add(1)
 	defer p.stats.InFlight.Add(-1)
 
-	buf := pairsPool.Get().(*[]fcgi.Pair)
-	params, err := p.pin((*buf)[:0], r.Params)
+	c := calls.Get().(*call)
+	params, err := p.pin(c.params[:0], r.Params)
 	if err == nil {
-		err = p.forward(w, r, params)
+		err = p.forward(w, r, c, params)
 	}
 	clear(params)
-	*buf = params[:0]
-	pairsPool.Put(buf)
+	c.params = params[:0]
+	calls.Put(c)
 	if err != nil {
 		p.fail(w, r, err)
 	}
 }
+
+// requestContext is r.Context(), made on first use. Pool.Get takes a
+// context but looks at it only when it must wait or dial; most requests find
+// an idle connection and never pay for making one. It must not outlive the
+// handler.
+type requestContext struct{ r *fcgi.Request }
+
+func (c requestContext) Deadline() (time.Time, bool) { return c.r.Context().Deadline() }
+func (c requestContext) Done() <-chan struct{}       { return c.r.Context().Done() }
+func (c requestContext) Err() error                  { return c.r.Context().Err() }
+func (c requestContext) Value(key any) any           { return c.r.Context().Value(key) }
 
 // pin decides the request's release and rewrites its params into dst.
 func (p *Proxy) pin(dst, in []fcgi.Pair) ([]fcgi.Pair, error) {
@@ -129,14 +155,14 @@ func param(params []fcgi.Pair, name string) string {
 // forward sends the request upstream and streams the answer back. A reused
 // connection that fails before the first response byte is replaced once by
 // a fresh one: php-fpm closes kept connections when it recycles a worker.
-func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, params []fcgi.Pair) error {
+func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, params []fcgi.Pair) error {
 	replayable := r.Body.Done()
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := p.Pool.Get(r.Context())
+		uc, reused, err := p.Pool.Get(requestContext{r})
 		if err != nil {
 			return err
 		}
-		started, err := p.roundTrip(w, r, uc, params)
+		started, err := p.roundTrip(w, r, c, uc, params)
 		if err == nil {
 			p.Pool.Put(uc)
 			return nil
@@ -162,7 +188,7 @@ func (e *startedError) Unwrap() error { return e.error }
 // roundTrip runs one request on uc. started reports whether any response
 // record was passed to the web server. A nil error means END_REQUEST came
 // and uc can be reused.
-func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, uc *fcgi.Conn, params []fcgi.Pair) (started bool, err error) {
+func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, uc *fcgi.Conn, params []fcgi.Pair) (started bool, err error) {
 	nc := uc.NetConn()
 	nc.SetDeadline(time.Time{})
 	uc.W.WriteBeginRequest(upstreamID, fcgi.RoleResponder, fcgi.FlagKeepConn)
@@ -183,8 +209,12 @@ func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, uc *fcgi.Conn
 		defer body.wait(r, nc)
 	}
 	// An abort from the web server unblocks the upstream read below.
-	stop := context.AfterFunc(r.Context(), func() { nc.SetDeadline(aLongTimeAgo) })
-	defer stop()
+	c.upstream = nc
+	r.OnAbort(c.cut)
+	defer func() {
+		r.OnAbort(nil)
+		c.upstream = nil
+	}()
 
 	for {
 		h, content, err := uc.R.Next()

@@ -40,7 +40,12 @@ func startUpstream(t *testing.T, respond func(w *fcgi.ResponseWriter, r *fcgi.Re
 	u.addr = l.Addr().String()
 	u.srv = &fcgi.Server{Handler: fcgi.HandlerFunc(func(w *fcgi.ResponseWriter, r *fcgi.Request) {
 		u.mu.Lock()
-		u.got = append(u.got, append([]fcgi.Pair(nil), r.Params...))
+		// Params are only valid during the call: keep copies.
+		got := make([]fcgi.Pair, len(r.Params))
+		for i, p := range r.Params {
+			got[i] = fcgi.Pair{Name: strings.Clone(p.Name), Value: strings.Clone(p.Value)}
+		}
+		u.got = append(u.got, got)
 		u.mu.Unlock()
 		u.respond(w, r)
 	}), Logger: quietLogger()}
