@@ -106,8 +106,9 @@ type watchedDir struct {
 
 // watchedEntry is a remembered docroot; deps is nil when it is not watched.
 type watchedEntry struct {
-	docroot string // the Watcher's own copy
-	deps    []dep
+	docroot    string // the Watcher's own copy
+	deps       []dep
+	configured bool // given to Remember: kept whatever happens
 }
 
 // dep is a directory entry a resolution depends on: name in directory wd.
@@ -122,8 +123,12 @@ type dep struct {
 // Watcher still works for Links and still needs Close.
 func (w *Watcher) Start(r *Resolver) error {
 	w.r = r
-	w.docroots = make(map[string]*watchedEntry)
+	w.mu.Lock()
+	if w.docroots == nil {
+		w.docroots = make(map[string]*watchedEntry)
+	}
 	w.dirs = make(map[int32]*watchedDir)
+	w.mu.Unlock()
 	r.Watch = w.watch
 	if w.Disabled {
 		return nil
@@ -187,6 +192,25 @@ type Link struct {
 	Watched bool
 }
 
+// Remember adds docroot to the docroots Links reports, before any request
+// names it: a docroot known from the configuration, so that a release it
+// leads to shows as in use even while no request has come yet. It is kept
+// even if it does not resolve, and is not watched or cached until a
+// request resolves it.
+func (w *Watcher) Remember(docroot string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.docroots == nil {
+		w.docroots = make(map[string]*watchedEntry)
+	}
+	e := w.docroots[docroot]
+	if e == nil {
+		e = &watchedEntry{docroot: strings.Clone(docroot)}
+		w.docroots[e.docroot] = e
+	}
+	e.configured = true
+}
+
 // Links returns the docroots remembered, sorted, each resolved now.
 func (w *Watcher) Links() []Link {
 	w.mu.Lock()
@@ -239,7 +263,9 @@ func (w *Watcher) watch(docroot string) bool {
 			// Nothing to watch: the resolution fails too, and is not
 			// cached. Not remembered either, so a front end cannot fill
 			// the set with docroots that do not exist.
-			delete(w.docroots, docroot)
+			if !e.configured {
+				delete(w.docroots, docroot)
+			}
 			return false
 		}
 		w.fallback(docroot, err)
@@ -351,8 +377,10 @@ func (w *Watcher) dropAll() {
 	for d, e := range w.docroots {
 		w.unregister(d, e)
 		w.r.Forget(d)
+		if !e.configured {
+			delete(w.docroots, d)
+		}
 	}
-	clear(w.docroots)
 }
 
 // fallback logs that docroot (or, if "", every docroot) cannot be watched:

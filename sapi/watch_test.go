@@ -290,6 +290,29 @@ func TestWatcherLinks(t *testing.T) {
 	assert.Empty(t, links[0].Target)
 }
 
+// A docroot from the configuration is reported before any request, and
+// stays when it breaks.
+func TestWatcherRemember(t *testing.T) {
+	s := newSite(t)
+	r := &Resolver{Every: time.Hour}
+	w := &Watcher{}
+	w.Remember(s.current)
+	startWatcher(t, r, w)
+	assert.Equal(t, []Link{{Docroot: s.current, Target: s.a}}, w.Links())
+	assert.Zero(t, r.Len(), "remembered, not resolved")
+
+	require.NoError(t, os.Remove(s.current))
+	_, err := r.Resolve(s.current)
+	require.Error(t, err)
+	links := w.Links()
+	require.Len(t, links, 1, "kept while broken")
+	assert.ErrorIs(t, links[0].Err, ErrUnresolvable)
+
+	symlink(t, filepath.Join("releases", "B"), s.current)
+	resolveOK(t, r, s.current)
+	assert.Equal(t, []Link{{Docroot: s.current, Target: s.b, Watched: true}}, w.Links())
+}
+
 // Closing stops watching; what was cached for good is flushed.
 func TestWatcherClose(t *testing.T) {
 	s := newSite(t)

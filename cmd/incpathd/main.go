@@ -48,6 +48,7 @@ type config struct {
 	queueTimeout, shutdownTimeout    time.Duration
 	logFormat, logLevel              string
 	keepHTTPProxy, showVersion       bool
+	releasesConfig
 }
 
 func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
@@ -78,6 +79,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&c.keepHTTPProxy, "keep-http-proxy", false, "forward the HTTP_PROXY param (dropped by default: httpoxy)")
+	addReleasesFlags(fs, &c.releasesConfig)
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	return fs
 }
@@ -145,7 +147,7 @@ func (c *config) validate() error {
 	if c.useReadlink != "" && !strings.HasPrefix(c.useReadlink, "/") {
 		return fmt.Errorf("--use-readlink: %q is not an absolute path", c.useReadlink)
 	}
-	return nil
+	return c.releasesConfig.validate()
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -199,6 +201,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		switch args[0] {
 		case "serve":
 			args = args[1:]
+		case "drain":
+			return drain(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	return serve(ctx, args, getenv, stdout, stderr, ready)
@@ -245,6 +249,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		},
 		Logger: log,
 	}
+	rel, err := startReleases(c, p.Resolver, log)
+	if err != nil {
+		log.Error("cannot serve the control endpoint", "addr", c.control, "err", err)
+		return 1
+	}
+	defer rel.Close()
+	p.Releases = rel.tracker
 	srv := &fcgi.Server{
 		Handler:        p,
 		MaxParamsBytes: c.maxParamsBytes,
