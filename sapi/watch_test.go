@@ -375,7 +375,7 @@ func TestTrace(t *testing.T) {
 	require.NoError(t, err)
 	mkdir(t, filepath.Join(root, "releases", "r1", "public"))
 	symlink(t, filepath.Join(root, "releases", "r1"), filepath.Join(root, "A")) // absolute
-	symlink(t, "A", filepath.Join(root, "current"))                            // relative
+	symlink(t, "A", filepath.Join(root, "current"))                             // relative
 	file := filepath.Join(root, "file")
 	require.NoError(t, os.WriteFile(file, nil, 0o644))
 	symlink(t, "loop", filepath.Join(root, "loop"))
