@@ -301,12 +301,13 @@ func (r *Resolver) Flush() {
 
 // Stale reports whether the cache no longer answers resolved for docroot:
 // a Forget, a Flush or the end of Every dropped or replaced the resolution
-// that Resolve returned. A caller that must not act on a release that was
-// already replaced checks it after making its own claim visible (see
-// inflight.Tracker): a watcher's Forget then happens either before the
-// check, which sees it, or after the claim, which whoever waits for the old
-// release sees. Without a cache (Every zero or negative) it reports false:
-// there is nothing to compare with. It takes no lock and no system call.
+// that Resolve returned. A caller that must not use a release that was
+// already replaced (because something may delete it once it looks unused)
+// first makes its use visible, then checks Stale: a Forget then happens
+// either before the check, which sees it, or after the use was visible to
+// whoever checks for users. Without a cache (Every zero or negative) it
+// reports false: there is nothing to compare with. It takes no lock and no
+// system call.
 func (r *Resolver) Stale(docroot, resolved string) bool {
 	if r.Every <= 0 {
 		return false

@@ -62,7 +62,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.includePath, "include-path", "", "include_path used when a request carries none, so every request gets a pinned one")
 	fs.StringSliceVar(&c.docrootSAPIs, "docroot-sapi-list", nil, "front ends whose DOCUMENT_ROOT is trusted as already resolved (e.g. nginx with $realpath_root)")
 	fs.StringSliceVar(&c.realpathSAPIs, "realpath-sapi-list", []string{"*"}, "front ends whose DOCUMENT_ROOT incpathd resolves; * for all")
-	fs.DurationVar(&c.realpathEvery, "realpath-every", time.Second, "how long a resolved docroot is cached (mod_realdoc's RealpathEvery); 0 resolves on every request")
+	fs.DurationVar(&c.realpathEvery, "realpath-every", time.Second, "how long a resolved docroot is cached where it cannot be watched (mod_realdoc's RealpathEvery); 0 resolves on every request")
 	fs.StringVar(&c.useReadlink, "use-readlink", "", "readlink only the first symlink at or below PREFIX instead of a full realpath (mod_realdoc's UseReadlink)")
 	fs.Lookup("use-readlink").NoOptDefVal = "/"
 	fs.StringSliceVar(&c.allowRoots, "allow-root", nil, "a resolved docroot must lie at or below one of these (repeatable)")
