@@ -3,6 +3,7 @@ package proxy
 import (
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,31 +15,10 @@ import (
 	"github.com/incpathd/incpathd/sapi"
 )
 
-// testSite is root/releases/{A,B} and root/current -> releases/A.
-func testSite(t *testing.T) (current, a, b string) {
-	t.Helper()
-	root, err := filepath.EvalSymlinks(t.TempDir())
-	require.NoError(t, err)
-	a, b = filepath.Join(root, "releases", "A"), filepath.Join(root, "releases", "B")
-	require.NoError(t, os.MkdirAll(a, 0o755))
-	require.NoError(t, os.MkdirAll(b, 0o755))
-	current = filepath.Join(root, "current")
-	require.NoError(t, os.Symlink("releases/A", current))
-	return current, a, b
-}
-
-func requestParams(docroot string) []fcgi.Pair {
-	return []fcgi.Pair{
-		{Name: "SERVER_SOFTWARE", Value: "nginx/1.22.1"},
-		{Name: "DOCUMENT_ROOT", Value: docroot},
-		{Name: "SCRIPT_FILENAME", Value: docroot + "/index.php"},
-	}
-}
-
 func TestPinCounted(t *testing.T) {
-	current, a, _ := testSite(t)
+	current, a, _ := site(t)
 	p := &Proxy{Resolver: &sapi.Resolver{Every: time.Hour}, Releases: &inflight.Tracker{}}
-	out, c, err := p.pinCounted(nil, requestParams(current))
+	out, c, err := p.pinCounted(nil, nginxParams(current))
 	require.NoError(t, err)
 	assert.Equal(t, a, c.Release())
 	assert.Equal(t, a, param(out, "DOCUMENT_ROOT"))
@@ -48,20 +28,20 @@ func TestPinCounted(t *testing.T) {
 
 	// Not pinned, not counted.
 	p.Policy = sapi.Policy{RealpathList: []string{}}
-	_, c, err = p.pinCounted(nil, requestParams(current))
+	_, c, err = p.pinCounted(nil, nginxParams(current))
 	require.NoError(t, err)
 	assert.Nil(t, c)
 
 	// Trusted docroots are counted as sent.
 	p.Policy = sapi.Policy{DocrootList: []string{"nginx"}}
-	_, c, err = p.pinCounted(nil, requestParams(a))
+	_, c, err = p.pinCounted(nil, nginxParams(a))
 	require.NoError(t, err)
 	assert.Equal(t, a, c.Release())
 	c.Done()
 
 	// Without a Tracker nothing is counted.
 	p = &Proxy{Resolver: &sapi.Resolver{Every: time.Hour}}
-	_, c, err = p.pinCounted(nil, requestParams(current))
+	_, c, err = p.pinCounted(nil, nginxParams(current))
 	require.NoError(t, err)
 	assert.Nil(t, c)
 }
@@ -70,7 +50,7 @@ func TestPinCounted(t *testing.T) {
 // not used: the request is pinned again to the new one, so a drain that
 // saw the old release idle and uncached was right.
 func TestPinCountedRepinsAfterForget(t *testing.T) {
-	current, a, b := testSite(t)
+	current, a, b := site(t)
 	r := &sapi.Resolver{Every: time.Hour}
 	calls := 0
 	r.EvalSymlinks = func(path string) (string, error) {
@@ -86,7 +66,7 @@ func TestPinCountedRepinsAfterForget(t *testing.T) {
 		return got, err
 	}
 	p := &Proxy{Resolver: r, Releases: &inflight.Tracker{}}
-	out, c, err := p.pinCounted(nil, requestParams(current))
+	out, c, err := p.pinCounted(nil, nginxParams(current))
 	require.NoError(t, err)
 	require.Equal(t, 2, calls)
 	assert.Equal(t, b, c.Release())
@@ -95,4 +75,47 @@ func TestPinCountedRepinsAfterForget(t *testing.T) {
 	assert.Zero(t, p.Releases.InFlight(a), "the count on A was given back")
 	assert.Equal(t, []inflight.Release{{Path: b, InFlight: 1}}, p.Releases.Snapshot())
 	c.Done()
+}
+
+// A request counts on its release while upstream has it, and stops
+// counting when it ends, whether it succeeded or failed.
+func TestServeCountsInFlight(t *testing.T) {
+	current, a, _ := site(t)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var fail atomic.Bool
+	u := startUpstream(t, func(w *fcgi.ResponseWriter, r *fcgi.Request) {
+		if fail.Load() {
+			w.Abandon() // the connection drops before any answer
+			return
+		}
+		entered <- struct{}{}
+		<-release
+		ok(w, r)
+	})
+	p := &Proxy{
+		Pool:     &fcgi.Pool{Address: u.addr, MaxConns: 2},
+		Resolver: &sapi.Resolver{Every: time.Hour},
+		Releases: &inflight.Tracker{},
+	}
+	addr := front(t, p)
+
+	c := dial(t, addr)
+	c.send(t, nginxParams(current), nil, true)
+	<-entered
+	assert.Equal(t, []inflight.Release{{Path: a, InFlight: 1}}, p.Releases.Snapshot())
+	close(release)
+	res := c.read()
+	require.NoError(t, res.err)
+	assert.Contains(t, string(res.stdout), "hello")
+	// Done just after END_REQUEST went out: the web server may see the
+	// answer a moment before the count drops, never after.
+	assert.Eventually(t, func() bool { return len(p.Releases.Snapshot()) == 0 }, 5*time.Second, time.Millisecond)
+
+	// A failed request is done too.
+	fail.Store(true)
+	res = c.do(t, nginxParams(current), nil)
+	require.NoError(t, res.err)
+	assert.Contains(t, string(res.stdout), "Status: 502")
+	assert.Eventually(t, func() bool { return len(p.Releases.Snapshot()) == 0 }, 5*time.Second, time.Millisecond)
 }
