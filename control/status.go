@@ -60,18 +60,17 @@ type Source struct {
 // file system, so call it for a report, not per request.
 func (s *Source) Status() Status {
 	st := Status{
-		Releases: s.Releases.Snapshot(),
 		Resolver: ResolverStats{
 			Resolutions: s.Resolver.Resolutions(),
 			Hits:        s.Resolver.Hits(),
 			Misses:      s.Resolver.Misses(),
 		},
 	}
-	if st.Releases == nil {
-		st.Releases = []inflight.Release{}
-	}
-	// Cached first: a release that is cached and then found on disk is
-	// reported in both places, never in neither.
+	// The cache first, the counts last: a request counts itself on its
+	// release before it checks that the cache still holds that release
+	// (proxy.pinCounted), so a release that left the cache before this
+	// look has every request still using it counted by the time of the
+	// count.
 	cached := map[string]sapi.Entry{}
 	for _, e := range s.Resolver.Cached() {
 		cached[e.Docroot] = e
@@ -97,6 +96,10 @@ func (s *Source) Status() Status {
 	slices.SortFunc(st.Links, func(a, b Link) int { return strings.Compare(a.Docroot, b.Docroot) })
 	if st.Links == nil {
 		st.Links = []Link{}
+	}
+	st.Releases = s.Releases.Snapshot()
+	if st.Releases == nil {
+		st.Releases = []inflight.Release{}
 	}
 	return st
 }
