@@ -10,6 +10,13 @@ import (
 
 // inotify is a Linux inotify instance read through the runtime's poller,
 // so that Close wakes a blocked read.
+//
+// It uses golang.org/x/sys/unix directly rather than fsnotify: the Watcher
+// needs watch descriptors (a directory's path can come to name another
+// inode after a rename; the descriptor cannot), IN_DONT_FOLLOW and
+// IN_ONLYDIR, IN_Q_OVERFLOW as an event rather than an error, and statfs
+// to refuse network file systems, and fsnotify would bring the same
+// dependency underneath anyway.
 type inotify struct {
 	fd int
 	f  *os.File
