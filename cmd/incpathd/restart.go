@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/cloudflare/tableflip"
@@ -38,10 +39,12 @@ type lifecycle struct {
 	hup      chan os.Signal
 	done     chan struct{} // closed by stopping
 	stopOnce sync.Once
+	handed   atomic.Bool   // a successor took over
+	handover chan struct{} // closed then
 }
 
 func newLifecycle(c *config, getenv func(string) string, log *slog.Logger) (*lifecycle, error) {
-	lc := &lifecycle{log: log, pidFile: c.ops.pidFile}
+	lc := &lifecycle{log: log, pidFile: c.ops.pidFile, handover: make(chan struct{})}
 	if restartable {
 		upg, err := tableflip.New(tableflip.Options{})
 		if err != nil {
@@ -207,28 +210,18 @@ func (lc *lifecycle) restartOnHUP(hup <-chan os.Signal, done <-chan struct{}) {
 			sdNotify("READY=1")
 			continue
 		}
+		lc.handed.Store(true)
+		close(lc.handover)
 		lc.log.Info("the new incpathd is ready; draining this one")
 		return
 	}
 }
 
-// upgraded is closed once a successor serves; never in-process.
-func (lc *lifecycle) upgraded() <-chan struct{} {
-	if lc.upg == nil {
-		return nil
-	}
-	return lc.upg.Exit()
-}
+// upgraded is closed once a successor serves.
+func (lc *lifecycle) upgraded() <-chan struct{} { return lc.handover }
 
 // wasUpgraded reports whether a successor took over.
-func (lc *lifecycle) wasUpgraded() bool {
-	select {
-	case <-lc.upgraded():
-		return lc.upg != nil
-	default:
-		return false
-	}
-}
+func (lc *lifecycle) wasUpgraded() bool { return lc.handed.Load() }
 
 // stopping tells systemd and the restart goroutine that this process is
 // going away; before the drain, so that no restart starts during it.
