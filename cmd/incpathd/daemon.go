@@ -126,6 +126,16 @@ func (d *daemon) ready() {
 	}
 }
 
+// stopping is called before the FastCGI server drains. After a handover the
+// successor serves the metrics socket too: this process stops answering on
+// it at once, so that no scrape reads the old process's numbers.
+func (d *daemon) stopping() {
+	d.lc.stopping()
+	if d.http != nil && d.lc.wasUpgraded() {
+		d.http.Close()
+	}
+}
+
 // shutdown stops the extras after the FastCGI server has drained.
 func (d *daemon) shutdown(ctx context.Context) {
 	if d.http != nil {
