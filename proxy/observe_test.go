@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -59,21 +58,8 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-// site makes root/releases/A and root/current -> releases/A.
-func site(t *testing.T) (current, release string) {
-	t.Helper()
-	root := t.TempDir()
-	release = filepath.Join(root, "releases", "A")
-	require.NoError(t, os.MkdirAll(release, 0o755))
-	current = filepath.Join(root, "current")
-	require.NoError(t, os.Symlink("releases/A", current))
-	release, err := filepath.EvalSymlinks(release)
-	require.NoError(t, err)
-	return current, release
-}
-
 func TestObserverSeesEveryRequest(t *testing.T) {
-	current, release := site(t)
+	current, release, _ := site(t)
 	app := startFakeApp(t, func(params []fcgi.Pair) []byte {
 		if param(params, "QUERY_STRING") == "missing" {
 			return []byte("X-Powered-By: PHP\r\nStatus: 404 Not Found\r\nContent-type: text/html\r\n\r\nno such page")
