@@ -51,6 +51,11 @@ func newLifecycle(c *config, getenv func(string) string, log *slog.Logger) (*lif
 			return nil, fmt.Errorf("restart support: %w", err)
 		}
 		lc.upg = upg
+		// Caught from the start: SIGHUP's default action kills, and systemd
+		// may reload as soon as the pid file appears. A signal that comes
+		// before ready waits for it.
+		lc.hup = make(chan os.Signal, 1)
+		signal.Notify(lc.hup, syscall.SIGHUP)
 	}
 	sd, err := systemdListeners(getenv, os.Getpid())
 	if err != nil {
@@ -184,9 +189,7 @@ func (lc *lifecycle) ready() error {
 		if err := lc.upg.Ready(); err != nil {
 			return err
 		}
-		lc.hup = make(chan os.Signal, 1)
 		lc.done = make(chan struct{})
-		signal.Notify(lc.hup, syscall.SIGHUP)
 		go lc.restartOnHUP(lc.hup, lc.done)
 	}
 	sdNotify("READY=1\nMAINPID=" + strconv.Itoa(os.Getpid()))
