@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/inflight"
 	"github.com/incpathd/incpathd/internal/fcgibench"
 	"github.com/incpathd/incpathd/rewrite"
 	"github.com/incpathd/incpathd/sapi"
@@ -48,9 +49,10 @@ func benchProxy(pool *fcgi.Pool) *Proxy {
 
 // BenchmarkRewritePath is what a request's params cost incpathd: the PARAMS
 // stream of a 30-param nginx request decoded (in place, as fcgi.Server
-// does), pinned (front end, policy,
-// cached docroot resolution, rewrite) and encoded for php-fpm, reusing the
-// buffers the server and the proxy reuse.
+// does), pinned as ServeFCGI pins (front end, policy, cached docroot
+// resolution, rewrite; no release tracker or observer, as with the default
+// flags) and encoded for php-fpm, reusing the buffers the server and the
+// proxy reuse.
 func BenchmarkRewritePath(b *testing.B) {
 	current := benchSite(b)
 	params := fcgibench.NginxParams(current)
@@ -70,9 +72,13 @@ func BenchmarkRewritePath(b *testing.B) {
 		if in, err = fcgi.DecodeParamsInPlace(in[:0], enc); err != nil {
 			b.Fatal(err)
 		}
-		if out, err = p.pin(out[:0], in); err != nil {
+		var x exchange
+		p.begin(&x)
+		var counter *inflight.Counter
+		if out, counter, err = p.pinCounted(out[:0], in, &x); err != nil {
 			b.Fatal(err)
 		}
+		counter.Done()
 		if err := w.WriteParams(1, out); err != nil {
 			b.Fatal(err)
 		}

@@ -423,11 +423,12 @@ func TestQueueTimeout(t *testing.T) {
 // pooled, and nothing is left running.
 func TestAbortClosesUpstream(t *testing.T) {
 	current, _, _ := site(t)
-	closed := make(chan struct{})
+	received, closed := make(chan struct{}), make(chan struct{})
 	addr := rawUpstream(t, func(n int, c net.Conn) {
 		if readRequest(fcgi.NewReader(c)) != nil {
 			return
 		}
+		close(received)
 		c.Read(make([]byte, 1)) // blocks until incpathd closes it
 		close(closed)
 	})
@@ -435,7 +436,7 @@ func TestAbortClosesUpstream(t *testing.T) {
 	p := &Proxy{Pool: &fcgi.Pool{Address: addr}}
 	c := dial(t, front(t, p))
 	c.send(t, nginxParams(current), nil, true)
-	require.Eventually(t, func() bool { return p.Pool.Stats().Open == 1 }, 5*time.Second, time.Millisecond)
+	<-received // an abort before this point never reaches the upstream at all
 	require.NoError(t, c.w.WriteRecord(fcgi.TypeAbortRequest, 1, nil))
 	require.NoError(t, c.w.Flush())
 	select {
@@ -497,4 +498,45 @@ func TestClassify(t *testing.T) {
 		got, _ := classify(tc.err)
 		assert.Equal(t, tc.want, got, "%v", tc.err)
 	}
+}
+
+// A web server that goes away mid-body: the upstream connection is closed,
+// and nothing is left running.
+func TestClientGoneMidBody(t *testing.T) {
+	current, _, _ := site(t)
+	got := make(chan struct{})
+	closed := make(chan struct{})
+	addr := rawUpstream(t, func(n int, c net.Conn) {
+		r := fcgi.NewReader(c)
+		for {
+			h, _, err := r.Next()
+			if err != nil {
+				close(closed)
+				return
+			}
+			if h.Type == fcgi.TypeStdin {
+				select {
+				case <-got:
+				default:
+					close(got)
+				}
+			}
+		}
+	})
+	before := runtime.NumGoroutine()
+	p := &Proxy{Pool: &fcgi.Pool{Address: addr}}
+	c := dial(t, front(t, p))
+	require.NoError(t, c.w.WriteBeginRequest(1, fcgi.RoleResponder, fcgi.FlagKeepConn))
+	require.NoError(t, c.w.WriteParams(1, nginxParams(current)))
+	require.NoError(t, c.w.WriteRecord(fcgi.TypeStdin, 1, []byte("part of a body")))
+	require.NoError(t, c.w.Flush())
+	<-got
+	c.nc.Close()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream connection still open after the web server left")
+	}
+	require.Eventually(t, func() bool { return p.Pool.Stats().Open == 0 }, 5*time.Second, time.Millisecond)
+	assert.Eventually(t, func() bool { return runtime.NumGoroutine() <= before+4 }, 5*time.Second, 10*time.Millisecond)
 }
