@@ -90,6 +90,19 @@ func (p *Pool) network() (string, string) {
 // another request gives back. reused tells whether it served a request
 // before (and so may have been closed by php-fpm meanwhile).
 func (p *Pool) Get(ctx context.Context) (c *Conn, reused bool, err error) {
+	return p.get(ctx, true)
+}
+
+// GetUnchecked is Get without the liveness check of an idle connection,
+// which costs a system call: for a request that the caller replays, on a
+// connection from Get, if a reused one fails before answering. php-fpm
+// closes a kept connection only when it recycles or loses a worker, so the
+// replay is rare and the check is usually wasted.
+func (p *Pool) GetUnchecked(ctx context.Context) (c *Conn, reused bool, err error) {
+	return p.get(ctx, false)
+}
+
+func (p *Pool) get(ctx context.Context, check bool) (c *Conn, reused bool, err error) {
 	p.mu.Lock()
 	for {
 		if p.closed {
@@ -102,7 +115,9 @@ func (p *Pool) Get(ctx context.Context) (c *Conn, reused bool, err error) {
 		}
 		c = p.idle[n-1]
 		p.idle = p.idle[:n-1]
-		if c.alive() {
+		// Stray bytes already read mean the connection is out of step;
+		// that much is known without a system call.
+		if check && c.alive() || !check && c.R.Buffered() == 0 {
 			p.stats.Reused++
 			p.mu.Unlock()
 			return c, true, nil

@@ -178,11 +178,17 @@ func param(params []fcgi.Pair, name string) string {
 
 // forward sends the request upstream and streams the answer back. A reused
 // connection that fails before the first response byte is replaced once by
-// a fresh one: php-fpm closes kept connections when it recycles a worker.
+// a live one: php-fpm closes kept connections when it recycles a worker. A
+// request without a body can be replayed so, and skips the liveness check
+// of the first connection; one with a body cannot, and has it checked.
 func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, params []fcgi.Pair, x *exchange) error {
 	replayable := r.Body.Done()
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := p.Pool.Get(requestContext{r})
+		get := p.Pool.Get
+		if replayable && attempt == 0 {
+			get = p.Pool.GetUnchecked
+		}
+		uc, reused, err := get(requestContext{r})
 		if err != nil {
 			return err
 		}

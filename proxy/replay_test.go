@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/incpathd/incpathd/fcgi"
+)
+
+// When php-fpm restarts, every idle connection is dead at once. A request
+// without a body takes the first one unchecked, fails before any answer,
+// and is replayed on a checked connection: the other dead ones are skipped,
+// not tried one by one, and the web server never sees the failure.
+func TestReplaySkipsEveryDeadConnection(t *testing.T) {
+	current, _, _ := site(t)
+	const n = 3
+	var (
+		arrived sync.WaitGroup
+		closed  sync.WaitGroup
+		release = make(chan struct{})
+		restart = make(chan struct{})
+	)
+	arrived.Add(n)
+	closed.Add(n)
+	addr := rawUpstream(t, func(i int, c net.Conn) {
+		r := fcgi.NewReader(c)
+		if i < n {
+			// The first n connections each serve one request, held until
+			// all n are open, then die together.
+			if readRequest(r) != nil {
+				return
+			}
+			arrived.Done()
+			<-release
+			answer(c, "before")
+			<-restart
+			c.Close()
+			closed.Done()
+			return
+		}
+		for readRequest(r) == nil {
+			answer(c, "after")
+		}
+	})
+	p := &Proxy{Pool: &fcgi.Pool{Address: addr, MaxConns: n + 1}}
+	front := front(t, p)
+	var wg sync.WaitGroup
+	for range n {
+		c := dial(t, front)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.send(t, nginxParams(current), nil, true)
+			res := c.read()
+			assert.NoError(t, res.err)
+			assert.Equal(t, "\r\nbefore", string(res.stdout))
+		}()
+	}
+	arrived.Wait()
+	close(release)
+	wg.Wait()
+	require.Equal(t, n, p.Pool.Stats().Idle)
+	close(restart)
+	closed.Wait()
+
+	c := dial(t, front)
+	res := c.do(t, nginxParams(current), nil)
+	require.NoError(t, res.err)
+	assert.Equal(t, "\r\nafter", string(res.stdout))
+	assert.Equal(t, uint64(1), p.Stats().Retries.Load())
+}
