@@ -107,10 +107,24 @@ func appendLen(b []byte, n int) []byte {
 // requires; a pair that cannot fit one record is refused before anything is
 // written.
 func (w *Writer) WriteParams(id uint16, pairs []Pair) error {
+	total := 0
 	for _, p := range pairs {
-		if PairSize(p) > MaxContent {
-			return fmt.Errorf("%w: %.64q is %d bytes", ErrParamTooLarge, p.Name, PairSize(p))
+		n := PairSize(p)
+		if n > MaxContent {
+			return fmt.Errorf("%w: %.64q is %d bytes", ErrParamTooLarge, p.Name, n)
 		}
+		total += n
+	}
+	// The usual request: one record, and room for it and the empty one in
+	// the buffer. Encode in place, a copy per pair instead of a call per
+	// byte.
+	if len(pairs) > 0 && total <= MaxContent && w.w.Available() >= total+2*HeaderLen {
+		b := appendHeader(w.w.AvailableBuffer(), TypeParams, id, total)
+		for _, p := range pairs {
+			b = AppendPair(b, p)
+		}
+		_, err := w.w.Write(appendHeader(b, TypeParams, id, 0))
+		return err
 	}
 	for len(pairs) > 0 {
 		n, size := 0, 0

@@ -179,15 +179,23 @@ func TestWriteParamsEncoding(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.desc, func(t *testing.T) {
-			var buf bytes.Buffer
-			w := NewWriter(bufio.NewWriter(&buf))
-			require.NoError(t, w.WriteParams(1, tt.pairs))
-			require.NoError(t, w.Flush())
-			if got := buf.String(); got != tt.want {
-				t.Errorf("got %q; want %q", got, tt.want)
+		// A buffer with room for the whole stream takes the path that
+		// encodes in place; a small one, or one partly filled, the other.
+		for _, size := range []int{4096, 16} {
+			for _, fill := range []int{0, 10} {
+				t.Run(fmt.Sprintf("%s/buffer %d filled %d", tt.desc, size, fill), func(t *testing.T) {
+					var buf bytes.Buffer
+					bw := bufio.NewWriterSize(&buf, size)
+					bw.WriteString(strings.Repeat("x", fill))
+					w := NewWriter(bw)
+					require.NoError(t, w.WriteParams(1, tt.pairs))
+					require.NoError(t, w.Flush())
+					if got := strings.TrimPrefix(buf.String(), strings.Repeat("x", fill)); got != tt.want {
+						t.Errorf("got %q; want %q", got, tt.want)
+					}
+				})
 			}
-		})
+		}
 	}
 }
 

@@ -65,20 +65,23 @@ func BenchmarkRewritePath(b *testing.B) {
 	w := fcgi.NewWriter(bufio.NewWriterSize(io.Discard, 16<<10))
 	in := make([]fcgi.Pair, 0, 64)
 	out := make([]fcgi.Pair, 0, 64)
+	var buf []byte
 	b.SetBytes(int64(len(enc)))
 	b.ReportAllocs()
+	cpu := fcgibench.StartCPU()
 	for b.Loop() {
 		var err error
 		if in, err = fcgi.DecodeParamsInPlace(in[:0], enc); err != nil {
 			b.Fatal(err)
 		}
-		var x exchange
+		x := exchange{buf: buf}
 		p.begin(&x)
 		var counter *inflight.Counter
 		if out, counter, err = p.pinCounted(out[:0], in, &x); err != nil {
 			b.Fatal(err)
 		}
 		counter.Done()
+		buf = x.buf
 		if err := w.WriteParams(1, out); err != nil {
 			b.Fatal(err)
 		}
@@ -86,6 +89,7 @@ func BenchmarkRewritePath(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	cpu.Report(b, b.N)
 	if p.Resolver.Resolutions() != 1 {
 		b.Fatalf("%d resolutions; want 1: the docroot should stay cached", p.Resolver.Resolutions())
 	}
@@ -160,11 +164,13 @@ func BenchmarkProxy(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
+	cpu := fcgibench.StartCPU()
 	for b.Loop() {
 		if err := s.do(c); err != nil {
 			b.Fatal(err)
 		}
 	}
+	cpu.Report(b, b.N)
 }
 
 // BenchmarkProxyParallel is the whole proxy path under load: as many kept
@@ -173,6 +179,8 @@ func BenchmarkProxyParallel(b *testing.B) {
 	s := startBenchStack(b, 64)
 	b.SetParallelism(4)
 	b.ReportAllocs()
+	cpu := fcgibench.StartCPU()
+	defer func() { cpu.Report(b, b.N) }()
 	b.RunParallel(func(pb *testing.PB) {
 		c, err := fcgibench.Dial(s.addr)
 		if err != nil {

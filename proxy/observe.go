@@ -54,6 +54,9 @@ type exchange struct {
 	status   int  // 0 until the application's first STDOUT bytes
 	sawOut   bool // the first STDOUT record has been looked at
 	observed bool // someone wants to hear about this request
+	// buf holds the values the rewrite creates, reused by later requests:
+	// the pinned params are valid only until ServeFCGI gives it back.
+	buf []byte
 }
 
 // begin starts watching a request when an Observer or the debug log wants

@@ -76,6 +76,7 @@ const upstreamID = 1
 // to the next so that forwarding one allocates nothing.
 type call struct {
 	params []fcgi.Pair
+	buf    []byte // for the values the rewrite creates
 	// upstream is the connection of the round trip under way; cut, made
 	// once, is what an abort runs to break off the read from it.
 	upstream net.Conn
@@ -98,13 +99,14 @@ func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
 	p.begin(&x)
 
 	c := calls.Get().(*call)
+	x.buf = c.buf
 	params, counter, err := p.pinCounted(c.params[:0], r.Params, &x)
 	defer counter.Done()
 	if err == nil {
 		err = p.forward(w, r, c, params, &x)
 	}
 	clear(params)
-	c.params = params[:0]
+	c.params, c.buf = params[:0], x.buf
 	calls.Put(c)
 	if err != nil {
 		if status := p.fail(w, r, err); status != 0 {
@@ -154,7 +156,8 @@ func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, erro
 		}
 		pin = pinned{docroot: from, release: to}
 	}
-	out, err := p.Rewrite.Rewrite(dst, in, from, to)
+	out, buf, err := p.Rewrite.RewriteBuffer(dst, in, from, to, x.buf)
+	x.buf = buf
 	if err != nil {
 		return out, pinned{}, err
 	}

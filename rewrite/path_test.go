@@ -1,7 +1,6 @@
 package rewrite
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -83,7 +82,7 @@ func TestReplacer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		r := replacer{pat: tt.pat, to: "/R", boundary: tt.boundary}
-		var b strings.Builder
+		var b buffer
 		r.write(&b, tt.in)
 		assert.Equal(t, tt.want, b.String(), "replace %q in %q", tt.pat, tt.in)
 		assert.Equal(t, len(tt.want), len(tt.in)+r.count(tt.in)*(len(r.to)-len(r.pat)), "count %q in %q", tt.pat, tt.in)

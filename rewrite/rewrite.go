@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/incpathd/incpathd/fcgi"
 )
@@ -130,6 +131,26 @@ var zeroConfig Config
 //
 // A nil *Config behaves as the zero Config.
 func (c *Config) Rewrite(dst, in []fcgi.Pair, from, to string) ([]fcgi.Pair, error) {
+	dst, _, err := c.RewriteBuffer(dst, in, from, to, nil)
+	return dst, err
+}
+
+// RewriteBuffer is Rewrite writing the values it creates into buf, from
+// its start, or into a new array when buf is too small, and returning the
+// buffer it used for the next call: reusing it from one request to the next
+// makes pinning a request allocation-free. The values point into the
+// returned buffer without a copy, so it must not be written to while they are
+// in use. On error buf is returned unchanged.
+func (c *Config) RewriteBuffer(dst, in []fcgi.Pair, from, to string, buf []byte) ([]fcgi.Pair, []byte, error) {
+	b := buffer{b: buf[:0]}
+	dst, err := c.rewrite(dst, in, from, to, &b)
+	if err != nil {
+		return dst, buf, err
+	}
+	return dst, b.b, nil
+}
+
+func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcgi.Pair, error) {
 	if c == nil {
 		c = &zeroConfig
 	}
@@ -282,14 +303,17 @@ func (c *Config) Rewrite(dst, in []fcgi.Pair, from, to string) ([]fcgi.Pair, err
 
 	// Pass 3: write every new value into one buffer.
 	if total > 0 {
-		var b strings.Builder
-		b.Grow(total)
-		script.write(&b, fromRoot, toRoot)
-		translated.write(&b, fromRoot, toRoot)
-		if err := value.write(&b, in, kinds, keys, valuePins, valueVerb, &rep); err != nil {
+		// Sized exactly: nothing written below moves the array, so the
+		// strings taken from it stay good.
+		if cap(b.b) < total {
+			b.b = make([]byte, 0, total)
+		}
+		script.write(b, fromRoot, toRoot)
+		translated.write(b, fromRoot, toRoot)
+		if err := value.write(b, in, kinds, keys, valuePins, valueVerb, &rep); err != nil {
 			return dst, err
 		}
-		if err := admin.write(&b, in, kinds, keys, adminPins, adminVerb, &rep); err != nil {
+		if err := admin.write(b, in, kinds, keys, adminPins, adminVerb, &rep); err != nil {
 			return dst, err
 		}
 		s := b.String()
@@ -339,6 +363,18 @@ func (c *Config) Rewrite(dst, in []fcgi.Pair, from, to string) ([]fcgi.Pair, err
 	return dst, nil
 }
 
+// buffer is where Rewrite writes the values it creates, in place of a
+// strings.Builder: its array may be the caller's, reused.
+type buffer struct{ b []byte }
+
+func (b *buffer) WriteString(s string) { b.b = append(b.b, s...) }
+func (b *buffer) writeByte(c byte)     { b.b = append(b.b, c) }
+func (b *buffer) Len() int             { return len(b.b) }
+
+// String returns what was written so far without a copy: it changes if the
+// array is written to again.
+func (b *buffer) String() string { return unsafe.String(unsafe.SliceData(b.b), len(b.b)) }
+
 // replacer replaces the pattern by the resolved docroot in ini values.
 type replacer struct {
 	pat, to  string
@@ -374,7 +410,7 @@ func (r *replacer) count(s string) int {
 }
 
 // write writes s with every occurrence of the pattern replaced.
-func (r *replacer) write(b *strings.Builder, s string) {
+func (r *replacer) write(b *buffer, s string) {
 	if r.pat == "" {
 		b.WriteString(s)
 		return
@@ -406,7 +442,7 @@ func (p *pathPlan) size(v, fromRoot, toRoot string) {
 	p.outLen = len(toRoot) + len(v) - len(fromRoot)
 }
 
-func (p *pathPlan) write(b *strings.Builder, fromRoot, toRoot string) {
+func (p *pathPlan) write(b *buffer, fromRoot, toRoot string) {
 	if !p.changed {
 		return
 	}
@@ -536,7 +572,7 @@ func (p *iniPlan) size(keys []string, pins []pinSlot, r *replacer) error {
 // first because php-fpm stops at the first syntax error in the text and
 // keeps what it applied before: a broken line sent by the web server must
 // not cost the request its pin.
-func (p *iniPlan) write(b *strings.Builder, in []fcgi.Pair, kinds []uint8, keys []string, pins []pinSlot, verb []string, r *replacer) error {
+func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string, pins []pinSlot, verb []string, r *replacer) error {
 	if !p.rebuild {
 		return nil
 	}
@@ -601,13 +637,13 @@ func (p *iniPlan) result(v string) string {
 
 // lineWriter writes INI entries one per line.
 type lineWriter struct {
-	b   *strings.Builder
+	b   *buffer
 	sep bool
 }
 
 func (w *lineWriter) line() {
 	if w.sep {
-		w.b.WriteByte('\n')
+		w.b.writeByte('\n')
 	}
 	w.sep = true
 }
@@ -623,6 +659,6 @@ func (w *lineWriter) pin(key, v string, r *replacer, check bool) bool {
 	start := w.b.Len()
 	r.write(w.b, v)
 	ok := !check || validValue(w.b.String()[start:])
-	w.b.WriteByte('"')
+	w.b.writeByte('"')
 	return ok
 }

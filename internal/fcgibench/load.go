@@ -346,3 +346,20 @@ func (l *Load) drive(ctx context.Context, c *Client, req []byte, n int) Result {
 	}
 	return r
 }
+
+// CPUMeter reports the CPU time a benchmark's process used per operation,
+// next to the wall time go test prints: on a machine shared with other
+// work the wall time counts the waits for a CPU too, the CPU time does not.
+type CPUMeter struct{ start time.Duration }
+
+// StartCPU starts measuring; call it right before the benchmark loop.
+func StartCPU() CPUMeter { return CPUMeter{start: ProcessCPU()} }
+
+// Report adds the metric cpu-ns/op to b (a *testing.B) for n operations:
+// the CPU time of every goroutine of the process, the garbage collector's
+// included, since StartCPU.
+func (m CPUMeter) Report(b interface{ ReportMetric(float64, string) }, n int) {
+	if used := ProcessCPU() - m.start; used > 0 && n > 0 {
+		b.ReportMetric(float64(used.Nanoseconds())/float64(n), "cpu-ns/op")
+	}
+}
