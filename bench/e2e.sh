@@ -132,19 +132,18 @@ wait_port "$web_direct"
 wait_port "$web_proxy"
 
 for port in "$web_direct" "$web_proxy"; do
-  body=$(curl -fsS "http://127.0.0.1:$port/hello.php") || { echo "no answer on port $port; logs in $tmp" >&2; trap - EXIT; exit 1; }
-  [ "$body" = "Hello, world!" ] || { echo "unexpected answer on port $port: $body" >&2; exit 1; }
+  body=$(curl -fsS "http://127.0.0.1:$port/hello.php") || fail "no answer on port $port"
+  [ "$body" = "Hello, world!" ] || fail "unexpected answer on port $port: $body"
 done
 
-# run PORT prints "rate p50_µs" for one wrk run.
+# run PORT measures one set-up with wrk and sets rate and p50 (µs).
 run() {
   "${wrk_cpus[@]}" wrk -t1 -c "$conns" -d "${secs}s" --latency "http://127.0.0.1:$1/hello.php" >"$tmp/wrk.out"
   if grep -q 'Non-2xx\|Socket errors' "$tmp/wrk.out"; then
-    echo "wrk saw errors:" >&2
     cat "$tmp/wrk.out" >&2
-    exit 1
+    fail "wrk saw errors on port $1"
   fi
-  awk '
+  read -r rate p50 < <(awk '
     function us(v) {
       if (v ~ /us$/) return v + 0
       if (v ~ /ms$/) return v * 1000
@@ -153,7 +152,7 @@ run() {
     }
     /Requests\/sec:/ {rate = $2}
     $1 == "50%" {p50 = us($2)}
-    END {printf "%.0f %.0f\n", rate, p50}' "$tmp/wrk.out"
+    END {printf "%.0f %.0f\n", rate, p50}' "$tmp/wrk.out")
 }
 
 # Warm both up: workers forked, opcache filled, connections kept.
@@ -166,15 +165,15 @@ printf '%-6s %10s %11s %7s %11s %11s %9s %11s\n' round direct/s incpathd/s ratio
 ratios=() added=() p50d=() p50p=() cpus=()
 for r in $(seq "$rounds"); do
   if ((r % 2)); then
-    read -r dr dp < <(run "$web_direct")
+    run "$web_direct" && dr=$rate dp=$p50
     t0=$(cpu_ticks "$proxy_pid")
-    read -r pr pp < <(run "$web_proxy")
+    run "$web_proxy" && pr=$rate pp=$p50
     t1=$(cpu_ticks "$proxy_pid")
   else
     t0=$(cpu_ticks "$proxy_pid")
-    read -r pr pp < <(run "$web_proxy")
+    run "$web_proxy" && pr=$rate pp=$p50
     t1=$(cpu_ticks "$proxy_pid")
-    read -r dr dp < <(run "$web_direct")
+    run "$web_direct" && dr=$rate dp=$p50
   fi
   ratio=$(awk -v a="$pr" -v b="$dr" 'BEGIN {printf "%.3f", a / b}')
   cpu=$(awk -v t=$((t1 - t0)) -v n="$pr" -v s="$secs" 'BEGIN {printf "%.1f", t * 10000 / (n * s)}')

@@ -5,11 +5,23 @@
 set -euo pipefail
 tmp=$(mktemp -d)
 pids=()
+keep_tmp=0
 cleanup() {
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
+  if [ "$keep_tmp" = 1 ]; then
+    echo "logs kept in $tmp" >&2
+  else
+    rm -rf "$tmp"
+  fi
+}
+
+# fail MESSAGE stops everything, keeping the logs.
+fail() {
+  echo "$*" >&2
+  keep_tmp=1
+  exit 1
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -24,11 +36,12 @@ start() {
   pids+=("$last_pid")
 }
 
-# free_port prints a loopback port nobody listens on.
+# free_port prints a loopback port nobody listens on, below Linux's
+# ephemeral range (32768 and up), where outgoing connections would take it.
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % 12000))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
 }
@@ -40,9 +53,7 @@ wait_port() {
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
     sleep 0.05
   done
-  echo "nothing listens on port $1; logs in $tmp" >&2
-  trap - EXIT
-  exit 1
+  fail "nothing listens on port $1"
 }
 
 # cpu_ticks PID prints the user+system CPU time the process used so far, in
