@@ -32,6 +32,7 @@ secs=${SECONDS_EACH:-10}
 conns=${CONNS:-16}
 workers=${WORKERS:-8}
 pin=${PIN:-0}
+sockets=${SOCKETS:-tcp}
 
 for b in nginx wrk; do
   if ! command -v "$b" >/dev/null; then
@@ -53,6 +54,7 @@ if [ "$pin" = 1 ] && [ "$ncpu" -ge 2 ]; then
 fi
 
 build
+incpathd=${INCPATHD:-$tmp/bin/incpathd}
 make_site
 site=$tmp/site
 printf '<?php\necho "Hello, world!\\n";\n' >"$site/releases/A/hello.php"
@@ -60,7 +62,28 @@ printf '<?php\necho "Hello, world!\\n";\n' >"$site/releases/A/hello.php"
 as_root=() user_line="" fpm_user=""
 if [ "$(id -u)" = 0 ]; then as_root=(-R) user_line="user root;" fpm_user="user = root"; fi
 
-fpm_direct=$(free_port) fpm_proxy=$(free_port)
+# FastCGI addresses: loopback TCP ports, or unix sockets with SOCKETS=unix.
+# fcgi_addr NAME prints one in incpathd's notation; nginx_addr turns it into
+# nginx's, php-fpm takes the part after "unix:" or the host:port.
+fcgi_addr() {
+  if [ "$sockets" = unix ]; then echo "unix:$tmp/$1.sock"; else echo "127.0.0.1:$(free_port)"; fi
+}
+fpm_listen() { echo "${1#unix:}"; }
+# wait_fcgi ADDR waits for a TCP port or a unix socket.
+wait_fcgi() {
+  local _
+  case $1 in
+  unix:*)
+    for _ in $(seq 200); do
+      [ -S "${1#unix:}" ] && return 0
+      sleep 0.05
+    done
+    fail "no socket at ${1#unix:}"
+    ;;
+  *) wait_port "${1##*:}" ;;
+  esac
+}
+fpm_direct=$(fcgi_addr fpm-direct) fpm_proxy=$(fcgi_addr fpm-proxy)
 cat >"$tmp/php.ini" <<INI
 zend_extension=opcache.so
 opcache.enable=1
@@ -68,7 +91,7 @@ INI
 pool() {
   cat <<CONF
 [$1]
-listen = 127.0.0.1:$2
+listen = $(fpm_listen "$2")
 pm = static
 pm.max_children = $workers
 $fpm_user
@@ -80,15 +103,15 @@ CONF
   pool proxy "$fpm_proxy"
 } >"$tmp/fpm.conf"
 PHP_INI_SCAN_DIR='' start "$tmp/fpm.out" "${srv_cpus[@]}" "$fpm_bin" -F "${as_root[@]}" -y "$tmp/fpm.conf" -c "$tmp/php.ini"
-wait_port "$fpm_direct"
-wait_port "$fpm_proxy"
+wait_fcgi "$fpm_direct"
+wait_fcgi "$fpm_proxy"
 
-px=$(free_port)
-GOMAXPROCS=${INCPATHD_PROCS:-} start "$tmp/incpathd.log" "${srv_cpus[@]}" "$tmp/bin/incpathd" --listen "127.0.0.1:$px" \
-  --upstream "127.0.0.1:$fpm_proxy" --max-conns "$workers" \
+px=$(fcgi_addr incpathd)
+GOMAXPROCS=${INCPATHD_PROCS:-} start "$tmp/incpathd.log" "${srv_cpus[@]}" "$incpathd" --listen "$px" \
+  --upstream "$fpm_proxy" --max-conns "$workers" \
   --include-path ".:$site/current/include:/usr/share/php"
 proxy_pid=$last_pid
-wait_port "$px"
+wait_fcgi "$px"
 
 web_direct=$(free_port) web_proxy=$(free_port)
 mkdir -p "$tmp/nginx"
@@ -102,8 +125,8 @@ http {
   access_log off;
   client_body_temp_path $tmp/nginx;
   fastcgi_temp_path $tmp/nginx;
-  upstream fpm { server 127.0.0.1:$fpm_direct; keepalive $workers; }
-  upstream incpathd { server 127.0.0.1:$px; keepalive $conns; }
+  upstream fpm { server $fpm_direct; keepalive $workers; }
+  upstream incpathd { server $px; keepalive $conns; }
   server {
     listen 127.0.0.1:$web_direct;
     root $site/current;
@@ -155,11 +178,19 @@ run() {
     END {printf "%.0f %.0f\n", rate, p50}' "$tmp/wrk.out")
 }
 
+# With PERF_DATA=FILE, the incpathd runs are recorded with perf record -g
+# into FILE (the rounds then take a bit longer).
+perf_pid=""
+if [ -n "${PERF_DATA:-}" ]; then
+  perf record -F 2000 -g -p "$proxy_pid" -o "$PERF_DATA" >"$tmp/perf.log" 2>&1 &
+  perf_pid=$!
+fi
+
 # Warm both up: workers forked, opcache filled, connections kept.
 wrk -t1 -c "$conns" -d 2s "http://127.0.0.1:$web_direct/hello.php" >/dev/null
 wrk -t1 -c "$conns" -d 2s "http://127.0.0.1:$web_proxy/hello.php" >/dev/null
 
-echo "e2e: nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(basename "$fpm_bin"), wrk -t1 -c$conns, $rounds rounds of ${secs}s, $workers php-fpm workers per pool, pin=$pin, $ncpu CPUs"
+echo "e2e: nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(basename "$fpm_bin"), wrk -t1 -c$conns, $rounds rounds of ${secs}s, $workers php-fpm workers per pool, FastCGI over $sockets, incpathd GOMAXPROCS=${INCPATHD_PROCS:-$ncpu}, pin=$pin, $ncpu CPUs"
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share this machine)"
 printf '%-6s %10s %11s %7s %11s %11s %9s %11s\n' round direct/s incpathd/s ratio p50-direct p50-incp added 'cpu µs/req'
 ratios=() added=() p50d=() p50p=() cpus=()
@@ -180,4 +211,8 @@ for r in $(seq "$rounds"); do
   printf '%-6s %10s %11s %7s %9sµs %9sµs %7sµs %11s\n' "$r" "$dr" "$pr" "$ratio" "$dp" "$pp" $((pp - dp)) "$cpu"
   ratios+=("$ratio") added+=($((pp - dp))) p50d+=("$dp") p50p+=("$pp") cpus+=("$cpu")
 done
+if [ -n "$perf_pid" ]; then
+  kill -INT "$perf_pid"
+  wait "$perf_pid" || true
+fi
 echo "median: throughput $(median "${ratios[@]}") of direct (target ≥ 0.90); p50 $(median "${p50d[@]}")µs direct, $(median "${p50p[@]}")µs through incpathd, added $(median "${added[@]}")µs (target ≤ 50µs); incpathd $(median "${cpus[@]}") µs CPU per request"
