@@ -103,7 +103,7 @@ type benchStack struct {
 	req  []byte
 }
 
-func startBenchStack(b *testing.B, conns int) *benchStack {
+func startBenchStack(b *testing.B, conns int, watchDelay time.Duration) *benchStack {
 	b.Helper()
 	ul, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -119,7 +119,7 @@ func startBenchStack(b *testing.B, conns int) *benchStack {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &fcgi.Server{Handler: p, Logger: p.Logger}
+	srv := &fcgi.Server{Handler: p, Logger: p.Logger, AbortWatchDelay: watchDelay}
 	go srv.Serve(l)
 	b.Cleanup(func() {
 		srv.Shutdown(context.Background())
@@ -153,30 +153,40 @@ func (s *benchStack) do(c *fcgibench.Client) error {
 
 // BenchmarkProxy is the whole proxy path, one request at a time on one kept
 // connection: its time per op is the latency of a request through
-// incpathd (client and upstream included), its allocations those of the
-// client, the server, the proxy and the upstream together.
+// incpathd (client and upstream included), its allocations and CPU time
+// those of the client, the server, the proxy and the upstream together.
+// "watch-at-once" starts the watch for aborts as soon as the body has been
+// read, as the server did before AbortWatchDelay: the difference is what
+// that watch costs a request.
 func BenchmarkProxy(b *testing.B) {
-	s := startBenchStack(b, 1)
-	c := s.dial(b)
-	defer c.Close()
-	// Dial the upstream, fill the resolver cache.
-	if err := s.do(c); err != nil {
-		b.Fatal(err)
+	for _, bb := range []struct {
+		name  string
+		delay time.Duration
+	}{{"default", 0}, {"watch-at-once", -1}} {
+		b.Run(bb.name, func(b *testing.B) {
+			s := startBenchStack(b, 1, bb.delay)
+			c := s.dial(b)
+			defer c.Close()
+			// Dial the upstream, fill the resolver cache.
+			if err := s.do(c); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			cpu := fcgibench.StartCPU()
+			for b.Loop() {
+				if err := s.do(c); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu.Report(b, b.N)
+		})
 	}
-	b.ReportAllocs()
-	cpu := fcgibench.StartCPU()
-	for b.Loop() {
-		if err := s.do(c); err != nil {
-			b.Fatal(err)
-		}
-	}
-	cpu.Report(b, b.N)
 }
 
 // BenchmarkProxyParallel is the whole proxy path under load: as many kept
 // web server connections as RunParallel has goroutines.
 func BenchmarkProxyParallel(b *testing.B) {
-	s := startBenchStack(b, 64)
+	s := startBenchStack(b, 64, 0)
 	b.SetParallelism(4)
 	b.ReportAllocs()
 	cpu := fcgibench.StartCPU()
