@@ -15,6 +15,15 @@ test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
 
+# Figures, not pass/fail (README, Performance): the Go benchmarks in full,
+# then the bench scripts. Not part of test, so not of CI.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	./bench/null-upstream.sh
+	./bench/e2e.sh
+	./bench/memory.sh
+	./bench/syscalls.sh
+
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi

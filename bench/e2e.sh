@@ -3,8 +3,9 @@
 # nginx → php-fpm directly (the usual $realpath_root recipe) against
 # nginx → incpathd → php-fpm, measured alternately in the same run.
 #
-#   bench/e2e.sh                        # 5 rounds of 10 s, 16 connections
-#   ROUNDS=3 SECONDS_EACH=5 CONNS=32 PIN=1 bench/e2e.sh
+#   bench/e2e.sh                      # 5 rounds of 10 s, 8 connections
+#   ROUNDS=3 SECONDS_EACH=5 CONNS=1 bench/e2e.sh
+#   INCPATHD_PROCS=2 SOCKETS=unix PIN=1 bench/e2e.sh
 #
 # Each round measures both set-ups one after the other (the order alternates
 # between rounds, so a change in the machine's load hits both alike) and
@@ -14,11 +15,16 @@
 #
 # Both set-ups keep connections alive on every hop: wrk to nginx, nginx to
 # its upstream (keepalive + fastcgi_keep_conn), incpathd to php-fpm. Each
-# has its own php-fpm pool of WORKERS static workers (opcache on), so
-# neither holds the other's workers; incpathd gets --max-conns WORKERS. The
-# direct server pins with $realpath_root as the nginx documentation
-# suggests; the other sends the symlinked $document_root for incpathd to
-# resolve (cached, default --realpath-every 1s) and an include_path to pin.
+# has its own php-fpm pool of WORKERS (default 8) static workers (opcache
+# on), so neither holds the other's workers; incpathd gets --max-conns
+# WORKERS. With CONNS at most WORKERS no request queues for a worker, and the
+# p50s compare the hops, not two queueing disciplines. The direct server
+# pins with $realpath_root as the nginx documentation suggests; the other
+# sends the symlinked $document_root for incpathd to resolve (cached and
+# watched, the default flags) and an include_path to pin. incpathd runs with
+# GOMAXPROCS=INCPATHD_PROCS (default 1, as the README advises); FastCGI goes
+# over loopback TCP, or unix sockets with SOCKETS=unix; INCPATHD=path runs
+# that binary instead of building one.
 #
 # PIN=1 pins wrk to CPU 0 and the servers to the other CPUs (taskset), so
 # the load generator does not compete with what it measures; PIN=0 (the
@@ -29,7 +35,7 @@ source "$(dirname "$0")/lib.sh"
 
 rounds=${ROUNDS:-5}
 secs=${SECONDS_EACH:-10}
-conns=${CONNS:-16}
+conns=${CONNS:-8}
 workers=${WORKERS:-8}
 pin=${PIN:-0}
 sockets=${SOCKETS:-tcp}
@@ -107,7 +113,7 @@ wait_fcgi "$fpm_direct"
 wait_fcgi "$fpm_proxy"
 
 px=$(fcgi_addr incpathd)
-GOMAXPROCS=${INCPATHD_PROCS:-} start "$tmp/incpathd.log" "${srv_cpus[@]}" "$incpathd" --listen "$px" \
+GOMAXPROCS=${INCPATHD_PROCS:-1} start "$tmp/incpathd.log" "${srv_cpus[@]}" "$incpathd" --listen "$px" \
   --upstream "$fpm_proxy" --max-conns "$workers" \
   --include-path ".:$site/current/include:/usr/share/php"
 proxy_pid=$last_pid
@@ -190,7 +196,7 @@ fi
 wrk -t1 -c "$conns" -d 2s "http://127.0.0.1:$web_direct/hello.php" >/dev/null
 wrk -t1 -c "$conns" -d 2s "http://127.0.0.1:$web_proxy/hello.php" >/dev/null
 
-echo "e2e: nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(basename "$fpm_bin"), wrk -t1 -c$conns, $rounds rounds of ${secs}s, $workers php-fpm workers per pool, FastCGI over $sockets, incpathd GOMAXPROCS=${INCPATHD_PROCS:-$ncpu}, pin=$pin, $ncpu CPUs"
+echo "e2e: nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(basename "$fpm_bin"), wrk -t1 -c$conns, $rounds rounds of ${secs}s, $workers php-fpm workers per pool, FastCGI over $sockets, incpathd GOMAXPROCS=${INCPATHD_PROCS:-1}, pin=$pin, $ncpu CPUs"
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share this machine)"
 printf '%-6s %10s %11s %7s %11s %11s %9s %11s\n' round direct/s incpathd/s ratio p50-direct p50-incp added 'cpu µs/req'
 ratios=() added=() p50d=() p50p=() cpus=()

@@ -2,8 +2,8 @@
 # incpathd between a FastCGI load generator and an upstream that answers at
 # once: what the proxy itself costs, with PHP taken out.
 #
-#   bench/null-upstream.sh            # 5 rounds of 5 s, 8 connections
-#   ROUNDS=3 SECONDS_EACH=10 CONNS=16 PIN=0 bench/null-upstream.sh
+#   bench/null-upstream.sh            # 5 rounds of 5 s, 32 connections
+#   ROUNDS=3 SECONDS_EACH=10 CONNS=8 PIN=0 bench/null-upstream.sh
 #
 # Each round runs fcgiload → nullfpm (direct) and fcgiload → incpathd →
 # nullfpm, one after the other, and prints both rates, their ratio and the
@@ -11,18 +11,21 @@
 # is what one core gives. With PIN=1 (the default) incpathd is pinned to the
 # last CPU and fcgiload and nullfpm to the others (taskset), so that the
 # load does not steal incpathd's core; the direct run gets those other CPUs
-# only, too. Every connection is kept alive on both sides. The incpathd
+# only, too. Every connection is kept alive on both sides; 32 of them are
+# what a few nginx workers with `keepalive 8` hold. The incpathd
 # figures are those of pinning every request: nginx's params, DOCUMENT_ROOT a
-# symlink resolved through the cache (default --realpath-every 1s), an
-# include_path pinned in PHP_VALUE.
+# symlink resolved through the cache (default flags), an include_path
+# pinned in PHP_VALUE. INCPATHD=path runs that binary instead of building
+# one (to compare two builds).
 source "$(dirname "$0")/lib.sh"
 
 rounds=${ROUNDS:-5}
 secs=${SECONDS_EACH:-5}
-conns=${CONNS:-8}
+conns=${CONNS:-32}
 pin=${PIN:-1}
 
 build
+incpathd=${INCPATHD:-$tmp/bin/incpathd}
 make_site
 ncpu=$(nproc)
 load_cpus=() proxy_cpus=()
@@ -35,7 +38,7 @@ up=$(free_port)
 start "$tmp/nullfpm.log" "${load_cpus[@]}" "$tmp/bin/nullfpm" --listen "127.0.0.1:$up"
 wait_port "$up"
 px=$(free_port)
-GOMAXPROCS=1 start "$tmp/incpathd.log" "${proxy_cpus[@]}" "$tmp/bin/incpathd" \
+GOMAXPROCS=1 start "$tmp/incpathd.log" "${proxy_cpus[@]}" "$incpathd" \
   --listen "127.0.0.1:$px" --upstream "127.0.0.1:$up" --max-conns "$conns" \
   --include-path ".:$tmp/site/current/include:/usr/share/php"
 proxy_pid=$last_pid
