@@ -24,6 +24,9 @@
 //     include_path, open_basedir, the INCPATH_SAPI param and the worker pid.
 //   - torture.php: one line such as "A A A A": the script, an include before a
 //     20 ms pause, another include after it, release.txt via DOCUMENT_ROOT.
+//   - late.php?ready=PATH: torture.php with a pause the test ends; the
+//     script creates PATH after the first include and makes the second once
+//     the test has removed it (see LateInclude).
 //   - big.php?mb=N (or ?bytes=N): N MiB of the PatternReader bytes, streamed.
 //   - echo.php: the sha256 and length of the request body, hashed as it
 //     streams in.
