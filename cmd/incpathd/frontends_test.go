@@ -120,8 +120,9 @@ type frontEndCase struct {
 	// trusted puts sapi in --docroot-sapi-list instead: the front end sends
 	// a resolved DOCUMENT_ROOT.
 	trusted bool
-	// noPathTranslated: the front end sends no PATH_TRANSLATED.
-	noPathTranslated bool
+	// unix makes incpathd listen on a unix socket; start gets its address
+	// as "unix:/path".
+	unix bool
 	// start starts the front end in front of incpathd at addr.
 	start func(t *testing.T, site *testenv.Site, addr string) frontEnd
 }
@@ -166,6 +167,28 @@ func TestFrontEndApache(t *testing.T) {
 						"*:80", listen,
 						exampleSite, site.Root,
 						exampleIncpathd, addr)
+				},
+			})
+			return httpFrontEnd{a.URL, a.Client()}
+		},
+	})
+}
+
+// Over a unix socket, the usual set-up on Debian: mod_proxy_fcgi names the
+// worker, not the socket, in SCRIPT_FILENAME ("proxy:fcgi://localhost/...").
+func TestFrontEndApacheUnixSocket(t *testing.T) {
+	testFrontEnd(t, frontEndCase{
+		sapi: "apache", product: "Apache/", unix: true,
+		start: func(t *testing.T, site *testenv.Site, addr string) frontEnd {
+			example := testenv.ReadModuleFile(t, "examples/apache/incpathd.conf")
+			testenv.AllowTraverse(t, site.Root)
+			a := testenv.StartApache(t, testenv.ApacheOptions{
+				Site: func(listen string) string {
+					return testenv.Fill(t, example,
+						"*:80", listen,
+						exampleSite, site.Root,
+						`SetHandler "proxy:fcgi://127.0.0.1:9001"`,
+						`SetHandler "proxy:`+addr+`|fcgi://localhost"`)
 				},
 			})
 			return httpFrontEnd{a.URL, a.Client()}
@@ -236,8 +259,15 @@ func startFrontEndStack(t *testing.T, fc frontEndCase) (*testenv.Site, frontEnd,
 		exampleFPMSock, strings.TrimPrefix(sock, "unix:"))
 	fpm := testenv.StartFPM(t, testenv.FPMOptions{Listen: sock, Pool: pool, Opcache: true})
 
+	listen := testenv.FreeAddr(t)
+	if fc.unix {
+		listen = testenv.FreeSocket(t, "incpathd.sock")
+		// Apache's children run as nobody under root.
+		testenv.AllowTraverse(t, filepath.Dir(strings.TrimPrefix(listen, "unix:")))
+	}
 	args := []string{
-		"--listen", testenv.FreeAddr(t),
+		"--listen", listen,
+		"--listen-mode", "0666",
 		"--upstream", fpm.Addr,
 		"--search-replace-pattern", site.Current,
 		"--include-path", ".:" + site.Current + "/include:/usr/share/php",
@@ -251,6 +281,9 @@ func startFrontEndStack(t *testing.T, fc frontEndCase) (*testenv.Site, frontEnd,
 		args = append(args, "--realpath-sapi-list", fc.sapi)
 	}
 	addr, log, _ := startIncpathd(t, args...)
+	if fc.unix {
+		addr = listen // a unix listener's address is its bare path
+	}
 	return site, fc.start(t, site, addr), log
 }
 
@@ -291,7 +324,7 @@ func testFrontEnd(t *testing.T, fc frontEndCase) {
 		if assert.NotNil(t, r.PathInfo, method) {
 			assert.Equal(t, "/a/b", *r.PathInfo, method)
 		}
-		if !fc.noPathTranslated && assert.NotNil(t, r.PathTranslated, method) {
+		if assert.NotNil(t, r.PathTranslated, method) {
 			assert.Equal(t, site.Releases["A"]+"/a/b", *r.PathTranslated, method)
 		}
 	}
@@ -364,6 +397,12 @@ func TestCGIFCGIPing(t *testing.T) {
 	assert.Equal(t, 200, r.Status, "%s", r.Body)
 	assert.Equal(t, "pong", string(r.Body))
 	assert.Zero(t, r.ExitCode)
+
+	// Without DOCUMENT_ROOT there is nothing to pin it to: refused, as the
+	// README says, rather than sent on unpinned.
+	r = c.Run(t, []string{"REQUEST_METHOD=GET", "SCRIPT_NAME=/fpm-ping", "SCRIPT_FILENAME=/fpm-ping"}, nil)
+	assert.Equal(t, 500, r.Status, "%s", r.Body)
+	assert.NotContains(t, string(r.Body), "pong")
 }
 
 // startIncpathdEnv runs incpathd in this process with getenv as its
