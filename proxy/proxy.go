@@ -273,7 +273,10 @@ func (b *bodyCopy) run(r *fcgi.Request, uc *fcgi.Conn) {
 			uc.NetConn().SetDeadline(aLongTimeAgo)
 			return
 		}
-		if err := uc.W.WriteRecord(fcgi.TypeStdin, upstreamID, chunk); err != nil {
+		// Flush each chunk: the application may answer on what it has
+		// (and a slow upload must reach it as it comes).
+		uc.W.WriteRecord(fcgi.TypeStdin, upstreamID, chunk)
+		if err := uc.W.Flush(); err != nil {
 			b.fail(fmt.Errorf("%w: sending request body: %w", ErrUpstream, err))
 			return
 		}
