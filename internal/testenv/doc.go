@@ -2,6 +2,12 @@
 // out a PHP site deployed the way incpathd expects: releases/<name>/ with a
 // current symlink that is flipped atomically.
 //
+// The other front ends start the same way, from Debian's packages: Apache
+// 2.4 (StartApache), lighttpd (StartLighttpd), Caddy (StartCaddy), nginx
+// around a configuration written elsewhere (StartNginxServer), and
+// libfcgi's cgi-fcgi client (CGIFCGI). ReadModuleFile and Fill turn the
+// configuration examples of the repository into the servers' configuration.
+//
 // Everything a test starts lives in its t.TempDir(), listens on loopback,
 // and is stopped and waited for in t.Cleanup, failed tests included. Each
 // server runs in its own process group, so its workers are stopped with it,
