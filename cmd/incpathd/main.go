@@ -99,6 +99,10 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	// A mistyped subcommand must not start a daemon.
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unknown command or stray argument %q", fs.Arg(0))
+	}
 	var envErr error
 	fs.VisitAll(func(f *pflag.Flag) {
 		v := getenv(envName(f.Name))
@@ -199,6 +203,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		switch args[0] {
 		case "serve":
 			args = args[1:]
+		case "activate":
+			return activate(args[1:], getenv, stdout, stderr)
+		case "exec":
+			return execCmd(ctx, args[1:], getenv, stderr)
 		}
 	}
 	return serve(ctx, args, getenv, stdout, stderr, ready)
