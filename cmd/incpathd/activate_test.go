@@ -21,7 +21,7 @@ import (
 // unless told not to.
 func selfAsIncpathd(args ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "INCPATHD_TEST_MAIN=1", "GORACE=atexit_sleep_ms=0")
+	cmd.Env = setEnv(setEnv(os.Environ(), "INCPATHD_TEST_MAIN", "1"), "GORACE", "atexit_sleep_ms=0")
 	return cmd
 }
 
