@@ -1,6 +1,7 @@
 package release
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,9 +29,9 @@ func TestActivateConcurrent(t *testing.T) {
 		dirs = append(dirs, rel(n))
 	}
 	seed := &Link{Path: cur}
-	_, err := seed.Activate(rel("A"))
+	_, err := seed.Activate(t.Context(), rel("A"))
 	require.NoError(t, err)
-	_, err = seed.Activate(rel("B"))
+	_, err = seed.Activate(t.Context(), rel("B"))
 	require.NoError(t, err)
 
 	stop := make(chan struct{})
@@ -66,10 +67,10 @@ func TestActivateConcurrent(t *testing.T) {
 			wg.Go(func() {
 				l := &Link{Path: cur, AllowRoots: []string{filepath.Join(root, "releases")}}
 				if w == 0 {
-					_, errs[w] = l.Rollback()
+					_, errs[w] = l.Rollback(t.Context())
 					return
 				}
-				_, errs[w] = l.Activate(rel(names[(w+round)%len(names)]))
+				_, errs[w] = l.Activate(t.Context(), rel(names[(w+round)%len(names)]))
 			})
 		}
 		wg.Wait()
@@ -106,14 +107,14 @@ func TestActivateWaitsForLock(t *testing.T) {
 	root := newSite(t, "A", "B")
 	cur := filepath.Join(root, "current")
 	l := &Link{Path: cur}
-	_, err := l.Activate(filepath.Join(root, "releases", "A"))
+	_, err := l.Activate(t.Context(), filepath.Join(root, "releases", "A"))
 	require.NoError(t, err)
 
-	held, err := lockDir(root)
+	held, err := lockDir(t.Context(), root, -1)
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() {
-		_, err := l.Activate(filepath.Join(root, "releases", "B"))
+		_, err := l.Activate(t.Context(), filepath.Join(root, "releases", "B"))
 		done <- err
 	}()
 	select {
@@ -125,4 +126,24 @@ func TestActivateWaitsForLock(t *testing.T) {
 	held.unlock()
 	require.NoError(t, <-done)
 	assert.Equal(t, "releases/B", target(t, cur))
+}
+
+// The wait for the lock ends: after LockTimeout, or with the context.
+func TestActivateLockWaitEnds(t *testing.T) {
+	root := newSite(t, "A", "B")
+	cur := filepath.Join(root, "current")
+	_, err := (&Link{Path: cur}).Activate(t.Context(), filepath.Join(root, "releases", "A"))
+	require.NoError(t, err)
+	held, err := lockDir(t.Context(), root, -1)
+	require.NoError(t, err)
+	defer held.unlock()
+
+	_, err = (&Link{Path: cur, LockTimeout: 50 * time.Millisecond}).Activate(t.Context(), filepath.Join(root, "releases", "B"))
+	assert.ErrorIs(t, err, ErrLocked)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_, err = (&Link{Path: cur, LockTimeout: -1}).Rollback(ctx)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, "releases/A", target(t, cur))
+	assertOnly(t, root, "current", "releases")
 }

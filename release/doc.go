@@ -56,7 +56,10 @@
 // processes, are serialised with flock(2) on the link's directory, so the
 // recorded previous target is always the one the last flip replaced. Web
 // servers and PHP never take the lock and need not: each rename is atomic
-// on its own. Where the file system offers no flock (some network file
+// on its own. The wait for the lock ends with the context or after
+// Link.LockTimeout ([ErrLocked]); a deploy script that wants a lock of its
+// own must take it on another path than the link's directory, or its own
+// activation waits for it. Where the file system offers no flock (some network file
 // systems), the calls go ahead unlocked: the link still only ever names a
 // checked release, but concurrent calls may record a previous target that
 // another call replaced.

@@ -16,8 +16,9 @@ var (
 	// ErrNotDir means the release exists but is not a directory.
 	ErrNotDir = errors.New("release: release is not a directory")
 
-	// ErrSelf means the release is the link, lies below it or resolves
-	// through it: the link would point at itself.
+	// ErrSelf means the release is the link or its previous-target
+	// record, lies below or resolves through one of them, or contains the
+	// link: the link would point at itself.
 	ErrSelf = errors.New("release: release is the link itself")
 
 	// ErrOutsideRoot means the release's real path is outside every
@@ -27,4 +28,8 @@ var (
 	// ErrNoPrevious means Rollback found no previous target recorded next
 	// to the link.
 	ErrNoPrevious = errors.New("release: no previous release recorded")
+
+	// ErrLocked means the link's directory stayed locked for
+	// Link.LockTimeout. Nothing was changed.
+	ErrLocked = errors.New("release: link's directory is locked")
 )

@@ -1,12 +1,14 @@
 package release
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // PreviousSuffix is appended to the link's path to name the symlink that
@@ -28,6 +30,24 @@ type Link struct {
 	// serve. The roots must be absolute and, as for the daemon, free of
 	// symlinks themselves.
 	AllowRoots []string
+
+	// LockTimeout bounds the wait for the lock on the link's directory,
+	// held by another Activate or Rollback of a link there (see
+	// Concurrency in the package documentation), or by any process holding
+	// flock(2) on the directory. If zero, DefaultLockTimeout; if negative,
+	// no limit.
+	LockTimeout time.Duration
+}
+
+// DefaultLockTimeout is the wait for the lock when Link.LockTimeout is zero:
+// far longer than any activation holds it.
+const DefaultLockTimeout = 30 * time.Second
+
+func (l *Link) lockTimeout() time.Duration {
+	if l.LockTimeout == 0 {
+		return DefaultLockTimeout
+	}
+	return l.LockTimeout
 }
 
 // Result says what Activate or Rollback did.
@@ -57,9 +77,12 @@ func (l *Link) PreviousPath() string { return l.Path + PreviousSuffix }
 //
 // If the link already resolves to release, nothing is written and
 // Result.Changed is false. Errors wrap ErrNotLink, ErrNoRelease, ErrNotDir,
-// ErrSelf or ErrOutsideRoot, and the file-system error where there is one;
-// when one is returned the link was not changed.
-func (l *Link) Activate(release string) (Result, error) {
+// ErrSelf, ErrOutsideRoot or ErrLocked, and the file-system error where
+// there is one. ctx ends only the wait for the lock: once the flip has
+// begun it runs to completion. When an error is returned and
+// Result.Changed is false, the link was not changed; when Changed is true
+// (a failed directory sync), it was.
+func (l *Link) Activate(ctx context.Context, release string) (Result, error) {
 	s, err := l.site()
 	if err != nil {
 		return Result{}, err
@@ -77,9 +100,9 @@ func (l *Link) Activate(release string) (Result, error) {
 	}
 	target := s.targetFor(abs)
 
-	lock, err := lockDir(s.dir)
+	lock, err := lockDir(ctx, s.dir, l.lockTimeout())
 	if err != nil {
-		return Result{}, fmt.Errorf("release: lock %s: %w", s.dir, err)
+		return Result{}, err
 	}
 	defer lock.unlock()
 	prev, err := readLink(s.link)
@@ -110,14 +133,14 @@ func (l *Link) Activate(release string) (Result, error) {
 // checks a release: one deleted since fails with ErrNoRelease. With no
 // record it fails with ErrNoPrevious. If the link already names the
 // recorded target, nothing is written and Result.Changed is false.
-func (l *Link) Rollback() (Result, error) {
+func (l *Link) Rollback(ctx context.Context) (Result, error) {
 	s, err := l.site()
 	if err != nil {
 		return Result{}, err
 	}
-	lock, err := lockDir(s.dir)
+	lock, err := lockDir(ctx, s.dir, l.lockTimeout())
 	if err != nil {
-		return Result{}, fmt.Errorf("release: lock %s: %w", s.dir, err)
+		return Result{}, err
 	}
 	defer lock.unlock()
 	cur, err := readLink(s.link)

@@ -49,13 +49,13 @@ func TestActivateAndRollback(t *testing.T) {
 	l := &Link{Path: cur}
 
 	// First deploy: no link yet, nothing to record.
-	res, err := l.Activate(filepath.Join(root, "releases", "A"))
+	res, err := l.Activate(t.Context(), filepath.Join(root, "releases", "A"))
 	require.NoError(t, err)
 	assert.Equal(t, Result{Link: cur, Target: "releases/A", Dir: filepath.Join(root, "releases", "A"), Changed: true}, res)
 	assert.Equal(t, "releases/A", target(t, cur), "a sibling release gets a relative target")
 	assertOnly(t, root, "current", "releases")
 
-	res, err = l.Activate(filepath.Join(root, "releases", "B"))
+	res, err = l.Activate(t.Context(), filepath.Join(root, "releases", "B"))
 	require.NoError(t, err)
 	assert.Equal(t, Result{Link: cur, Previous: "releases/A", Target: "releases/B", Dir: filepath.Join(root, "releases", "B"), Changed: true}, res)
 	assert.Equal(t, "releases/B", target(t, cur))
@@ -63,19 +63,19 @@ func TestActivateAndRollback(t *testing.T) {
 	assertOnly(t, root, "current", "current.previous", "releases")
 
 	// The active release again: nothing written, the record kept.
-	res, err = l.Activate(filepath.Join(root, "releases", "B") + "/")
+	res, err = l.Activate(t.Context(), filepath.Join(root, "releases", "B")+"/")
 	require.NoError(t, err)
 	assert.False(t, res.Changed)
 	assert.Equal(t, "releases/B", res.Target)
 	assert.Equal(t, "releases/A", target(t, l.PreviousPath()), "re-activating must not lose the rollback target")
 
-	res, err = l.Rollback()
+	res, err = l.Rollback(t.Context())
 	require.NoError(t, err)
 	assert.Equal(t, Result{Link: cur, Previous: "releases/B", Target: "releases/A", Dir: filepath.Join(root, "releases", "A"), Changed: true}, res)
 	assert.Equal(t, "releases/A", target(t, cur))
 	assert.Equal(t, "releases/B", target(t, l.PreviousPath()), "a second rollback undoes the first")
 
-	res, err = l.Rollback()
+	res, err = l.Rollback(t.Context())
 	require.NoError(t, err)
 	assert.True(t, res.Changed)
 	assert.Equal(t, "releases/B", target(t, cur))
@@ -90,14 +90,14 @@ func TestActivateTargets(t *testing.T) {
 	// A release outside the link's directory gets an absolute target.
 	elsewhere := newSite(t, "X")
 	x := filepath.Join(elsewhere, "releases", "X")
-	_, err := l.Activate(x)
+	_, err := l.Activate(t.Context(), x)
 	require.NoError(t, err)
 	assert.Equal(t, x, target(t, cur))
 
 	// A release named through a symlink keeps that name (UseReadlink sites
 	// flip between stable names so opcache entries survive).
 	require.NoError(t, os.Symlink("release-12", filepath.Join(root, "releases", "B")))
-	res, err := l.Activate(filepath.Join(root, "releases", "B"))
+	res, err := l.Activate(t.Context(), filepath.Join(root, "releases", "B"))
 	require.NoError(t, err)
 	assert.Equal(t, "releases/B", target(t, cur))
 	assert.Equal(t, filepath.Join(root, "releases", "release-12"), res.Dir)
@@ -105,7 +105,7 @@ func TestActivateTargets(t *testing.T) {
 	// Relative paths are taken from the working directory.
 	t.Chdir(root)
 	l2 := &Link{Path: "current"}
-	res, err = l2.Activate("releases/A")
+	res, err = l2.Activate(t.Context(), "releases/A")
 	require.NoError(t, err)
 	assert.Equal(t, cur, res.Link)
 	assert.Equal(t, "releases/B", res.Previous)
@@ -113,7 +113,7 @@ func TestActivateTargets(t *testing.T) {
 
 	// A dangling link is replaced, and recorded as it was.
 	require.NoError(t, os.RemoveAll(filepath.Join(root, "releases", "A")))
-	res, err = l.Activate(filepath.Join(root, "releases", "B"))
+	res, err = l.Activate(t.Context(), filepath.Join(root, "releases", "B"))
 	require.NoError(t, err)
 	assert.Equal(t, "releases/A", res.Previous)
 	assert.Equal(t, "releases/B", target(t, cur))
@@ -124,7 +124,7 @@ func TestActivateRefuses(t *testing.T) {
 	cur := filepath.Join(root, "current")
 	rel := func(n string) string { return filepath.Join(root, "releases", n) }
 	l := &Link{Path: cur}
-	_, err := l.Activate(rel("A"))
+	_, err := l.Activate(t.Context(), rel("A"))
 	require.NoError(t, err)
 
 	require.NoError(t, os.WriteFile(filepath.Join(root, "file"), nil, 0o644))
@@ -149,7 +149,7 @@ func TestActivateRefuses(t *testing.T) {
 		{root, ErrSelf},         // it holds the link
 		{"", ErrNoRelease},
 	} {
-		_, err := l.Activate(tt.release)
+		_, err := l.Activate(t.Context(), tt.release)
 		assert.ErrorIs(t, err, tt.want, "Activate(%q)", tt.release)
 		assert.Equal(t, "releases/A", target(t, cur), "after Activate(%q)", tt.release)
 	}
@@ -157,13 +157,13 @@ func TestActivateRefuses(t *testing.T) {
 
 	// Allowed roots: the real path must be inside one.
 	l.AllowRoots = []string{filepath.Join(root, "releases", "A")}
-	_, err = l.Activate(rel("B"))
+	_, err = l.Activate(t.Context(), rel("B"))
 	assert.ErrorIs(t, err, ErrOutsideRoot)
 	l.AllowRoots = []string{"/nonexistent", filepath.Join(root, "releases")}
-	_, err = l.Activate(rel("B"))
+	_, err = l.Activate(t.Context(), rel("B"))
 	assert.NoError(t, err)
 	l.AllowRoots = []string{"releases"}
-	_, err = l.Activate(rel("A"))
+	_, err = l.Activate(t.Context(), rel("A"))
 	assert.ErrorContains(t, err, "not an absolute path")
 	l.AllowRoots = nil
 
@@ -171,7 +171,7 @@ func TestActivateRefuses(t *testing.T) {
 	dirSite := newSite(t, "A")
 	require.NoError(t, os.Mkdir(filepath.Join(dirSite, "current"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(dirSite, "current", "index.php"), nil, 0o644))
-	_, err = (&Link{Path: filepath.Join(dirSite, "current")}).Activate(filepath.Join(dirSite, "releases", "A"))
+	_, err = (&Link{Path: filepath.Join(dirSite, "current")}).Activate(t.Context(), filepath.Join(dirSite, "releases", "A"))
 	assert.ErrorIs(t, err, ErrNotLink)
 	assert.ErrorContains(t, err, "is a directory")
 	assert.FileExists(t, filepath.Join(dirSite, "current", "index.php"))
@@ -180,15 +180,15 @@ func TestActivateRefuses(t *testing.T) {
 	// Nor a file where the record should be.
 	require.NoError(t, os.Remove(cur+PreviousSuffix))
 	require.NoError(t, os.WriteFile(cur+PreviousSuffix, []byte("x"), 0o644))
-	_, err = l.Activate(rel("A"))
+	_, err = l.Activate(t.Context(), rel("A"))
 	assert.ErrorIs(t, err, ErrNotLink)
 	assert.Equal(t, "releases/B", target(t, cur))
-	_, err = l.Rollback()
+	_, err = l.Rollback(t.Context())
 	assert.ErrorIs(t, err, ErrNotLink)
 
-	_, err = (&Link{}).Activate(rel("A"))
+	_, err = (&Link{}).Activate(t.Context(), rel("A"))
 	assert.Error(t, err)
-	_, err = (&Link{Path: "/"}).Activate(rel("A"))
+	_, err = (&Link{Path: "/"}).Activate(t.Context(), rel("A"))
 	assert.ErrorIs(t, err, ErrNotLink)
 }
 
@@ -197,25 +197,25 @@ func TestRollbackRefuses(t *testing.T) {
 	cur := filepath.Join(root, "current")
 	l := &Link{Path: cur}
 
-	_, err := l.Rollback()
+	_, err := l.Rollback(t.Context())
 	assert.ErrorIs(t, err, ErrNoPrevious, "no link, no record")
-	_, err = l.Activate(filepath.Join(root, "releases", "A"))
+	_, err = l.Activate(t.Context(), filepath.Join(root, "releases", "A"))
 	require.NoError(t, err)
-	_, err = l.Rollback()
+	_, err = l.Rollback(t.Context())
 	assert.ErrorIs(t, err, ErrNoPrevious, "the first activation records nothing")
 
-	_, err = l.Activate(filepath.Join(root, "releases", "B"))
+	_, err = l.Activate(t.Context(), filepath.Join(root, "releases", "B"))
 	require.NoError(t, err)
 	// The previous release was deleted since: refused, link untouched.
 	require.NoError(t, os.RemoveAll(filepath.Join(root, "releases", "A")))
-	_, err = l.Rollback()
+	_, err = l.Rollback(t.Context())
 	assert.ErrorIs(t, err, ErrNoRelease)
 	assert.Equal(t, "releases/B", target(t, cur))
 
 	// The previous release outside the allowed roots.
 	require.NoError(t, os.Mkdir(filepath.Join(root, "releases", "A"), 0o755))
 	l.AllowRoots = []string{filepath.Join(root, "releases", "B")}
-	_, err = l.Rollback()
+	_, err = l.Rollback(t.Context())
 	assert.ErrorIs(t, err, ErrOutsideRoot)
 	assert.Equal(t, "releases/B", target(t, cur))
 	assertOnly(t, root, "current", "current.previous", "releases")

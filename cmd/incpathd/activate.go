@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -27,13 +28,17 @@ Refused, with CURRENT left as it was: CURRENT is not a symlink; RELEASE is
 missing, not a directory, is CURRENT or lies below or resolves through it, or
 resolves outside every --allow-root.
 
+Activations of links in one directory take turns (flock(2) on the directory),
+waiting up to 30s; a deploy script that takes a lock of its own must not take
+it on that directory.
+
 --link and --allow-root can also be set by INCPATHD_LINK and
 INCPATHD_ALLOW_ROOT.
 
 `
 
 // activate is the activate subcommand.
-func activate(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+func activate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	var (
 		link     string
 		rollback bool
@@ -82,9 +87,9 @@ func activate(args []string, getenv func(string) string, stdout, stderr io.Write
 		err error
 	)
 	if rollback {
-		res, err = l.Rollback()
+		res, err = l.Rollback(ctx)
 	} else {
-		res, err = l.Activate(fs.Arg(0))
+		res, err = l.Activate(ctx, fs.Arg(0))
 	}
 	if err != nil && !res.Changed {
 		return fail(1, err)

@@ -204,7 +204,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		case "serve":
 			args = args[1:]
 		case "activate":
-			return activate(args[1:], getenv, stdout, stderr)
+			return activate(ctx, args[1:], getenv, stdout, stderr)
 		case "exec":
 			return execCmd(ctx, args[1:], getenv, stderr)
 		}
