@@ -109,7 +109,9 @@ func execCmd(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	wd, err := os.Getwd()
 	if err != nil {
-		return fail(1, err)
+		// Started in a directory deleted since, such as a pruned
+		// release: run in the release itself.
+		wd = ""
 	}
 	p, code, err := c.plan(flags.Args(), wd, os.Environ())
 	if err != nil {
@@ -262,7 +264,7 @@ func unquote(v string) string {
 
 // workDir returns the directory the command runs in: below the resolved
 // release, at the same place as wd below the docroot; wd itself if it is
-// in the release already; else the release. The command never runs with a
+// in the release already; else (wd "" included) the release. The command never runs with a
 // working directory that goes through the link, where a flip would move
 // its relative paths to another release.
 func workDir(wd, docroot, resolved string) (string, error) {

@@ -193,6 +193,7 @@ func TestWorkDir(t *testing.T) {
 		{"/", a},
 		{s.Releases["B"], a}, // another release: moved into this one
 		{s.Root, a},
+		{"", a}, // the working directory was deleted
 	} {
 		got, err := workDir(tt.wd, s.Current, a)
 		if assert.NoError(t, err, tt.wd) {
