@@ -25,10 +25,11 @@
 #   DRAIN_TIMEOUT  how long to wait for requests still running in an old
 #                  release (default 5m); one still in use is kept, and a
 #                  later deploy prunes it
+#   INCPATHD_CONTROL
+#                  the daemon's --control endpoint, which incpathd drain asks
 #   INCPATHD_SKIP_DRAIN=1
-#                  delete old releases without draining them (no daemon with
-#                  a --control endpoint, or an incpathd without drain)
-# incpathd reads its own INCPATHD_* variables (INCPATHD_CONTROL for drain).
+#                  delete old releases without draining them (a daemon
+#                  without --control)
 #
 # Roll back with: incpathd activate --rollback --link SITE/current
 set -euo pipefail
