@@ -16,16 +16,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/incpathd/incpathd/control"
+	"github.com/incpathd/incpathd/inflight"
 	"github.com/incpathd/incpathd/internal/testenv"
 )
-
-// drainAvailable says whether incpathd has the drain command and the
-// daemon its --control endpoint (issue #3, built on another branch). While
-// false, TestDeployScript deletes old releases without draining them
-// (INCPATHD_SKIP_DRAIN=1); TestDeployScriptDrains checks the recipe's side of
-// the drain contract with a stand-in either way. Set it to true once both
-// are on this branch.
-const drainAvailable = false
 
 // script runs deploy.sh with incpathd as bin and the extra environment.
 func script(t *testing.T, bin, site, src string, env ...string) (string, error) {
@@ -62,39 +56,54 @@ func newSource(t *testing.T) string {
 	return src
 }
 
-// drainEnv returns the environment deploy.sh needs for its drain step: a
-// running daemon's control endpoint, or INCPATHD_SKIP_DRAIN=1 while
-// drainAvailable is false.
-func drainEnv(t *testing.T, bin string) []string {
+// startDaemon runs the built incpathd as a daemon with a control endpoint
+// until the test ends, and returns its listen address and the environment
+// that points incpathd drain (run by deploy.sh) at it.
+func startDaemon(t *testing.T, bin string, args ...string) (listen string, env []string) {
 	t.Helper()
-	if !drainAvailable {
-		return []string{"INCPATHD_SKIP_DRAIN=1"}
-	}
-	// No request runs, so every drain answers at once. The flag and
-	// variable names are those of the drain design in issue #3.
-	control := testenv.FreeSocket(t, "control.sock")
-	cmd := exec.Command(bin, "--listen", testenv.FreeAddr(t), "--control", control)
+	listen = testenv.FreeAddr(t)
+	ctl := testenv.FreeSocket(t, "control.sock")
+	var logs strings.Builder
+	cmd := exec.Command(bin, append([]string{"--listen", listen, "--control", ctl}, args...)...)
+	cmd.Stderr = &logs
 	require.NoError(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
+		<-exited
+		if t.Failed() {
+			t.Logf("incpathd log:\n%s", logs.String())
+		}
 	})
 	require.Eventually(t, func() bool {
-		c, err := net.Dial("unix", strings.TrimPrefix(control, "unix:"))
+		c, err := net.Dial("unix", strings.TrimPrefix(ctl, "unix:"))
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
 	}, 10*time.Second, 20*time.Millisecond, "the daemon's control endpoint")
-	return []string{"INCPATHD_CONTROL=" + control}
+	return listen, []string{"INCPATHD_CONTROL=" + ctl}
 }
 
-func TestDeployScript(t *testing.T) {
+// TestDeploy runs deploy.sh with the incpathd built from this tree, built
+// once for all its cases.
+func TestDeploy(t *testing.T) {
 	bin := testenv.BuildIncpathd(t)
+	t.Run("Script", func(t *testing.T) { testDeployScript(t, bin) })
+	t.Run("Drains", func(t *testing.T) { testDeployScriptDrains(t, bin) })
+	t.Run("WaitsForRequests", func(t *testing.T) { testDeployScriptWaitsForRequests(t, bin) })
+}
+
+func testDeployScript(t *testing.T, bin string) {
 	src := newSource(t)
 	site := filepath.Join(t.TempDir(), "site")
 	cur := filepath.Join(site, "current")
-	env := append(drainEnv(t, bin), "KEEP=3", `BUILD=echo "$RELEASE_NAME" > release.txt`)
+	_, env := startDaemon(t, bin)
+	env = append(env, "KEEP=3", `BUILD=echo "$RELEASE_NAME" > release.txt`)
 
 	var want []string
 	for i := 1; i <= 5; i++ {
@@ -170,8 +179,7 @@ func TestDeployScript(t *testing.T) {
 // drain that logs its calls and fails for one release: each pruned release
 // is drained by its real path with the timeout given, deleted only once the
 // drain succeeds, and kept (deploy still succeeding) when it does not.
-func TestDeployScriptDrains(t *testing.T) {
-	bin := testenv.BuildIncpathd(t)
+func testDeployScriptDrains(t *testing.T, bin string) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "drain.log")
 	fake := filepath.Join(dir, "incpathd")
@@ -234,4 +242,59 @@ func TestDeployerRecipeParses(t *testing.T) {
 	out, err := exec.Command(php, "-l", "deployer.php").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	assert.Contains(t, string(out), "No syntax errors")
+}
+
+// The whole recipe against real nginx → incpathd → php-fpm: a release with
+// a request in flight is deleted only after the request ends. slow.php
+// sleeps, then reads release.txt next to itself: deleted under it, the page
+// comes out empty.
+func testDeployScriptWaitsForRequests(t *testing.T, bin string) {
+	src := testenv.NewSite(t, "src").Releases["src"] // the test site's PHP files
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	require.NoError(t, err)
+	site := filepath.Join(root, "site")
+	cur := filepath.Join(site, "current")
+	env := []string{"KEEP=2", "DRAIN_TIMEOUT=60s", `BUILD=echo "$RELEASE_NAME" > release.txt`}
+	deploy := func(name string) string {
+		t.Helper()
+		out, err := script(t, bin, site, src, append(env, "RELEASE="+name)...)
+		require.NoError(t, err, out)
+		return out
+	}
+	deploy("r01")
+	deploy("r02")
+
+	fpm := testenv.StartFPM(t, testenv.FPMOptions{})
+	listen, ctl := startDaemon(t, bin, "--upstream", fpm.Addr, "--max-conns", "4", "--search-replace-pattern", cur)
+	env = append(env, ctl...)
+	nginx := testenv.StartNginx(t, testenv.NginxOptions{Root: cur, FastCGIPass: listen})
+
+	type result struct {
+		code int
+		body string
+	}
+	res := make(chan result, 1)
+	go func() {
+		code, body := nginx.Get(t, "/slow.php?ms=3000")
+		res <- result{code, body}
+	}()
+	c := &control.Client{Addr: strings.TrimPrefix(ctl[0], "INCPATHD_CONTROL=")}
+	defer c.Close()
+	require.Eventually(t, func() bool {
+		st, err := c.Status(t.Context())
+		return err == nil && slices.ContainsFunc(st.Releases, func(r inflight.Release) bool {
+			return r.Path == filepath.Join(site, "releases", "r02") && r.InFlight > 0
+		})
+	}, 20*time.Second, 20*time.Millisecond, "the slow request in flight on r02")
+
+	out := deploy("r03") // r01 goes at once: nothing runs there
+	assert.Contains(t, out, "deleted r01")
+	out = deploy("r04") // r02 goes once the slow request is done
+	assert.Contains(t, out, "draining r02")
+	assert.Contains(t, out, "deleted r02")
+	r := <-res
+	assert.Equal(t, 200, r.code, r.body)
+	assert.Equal(t, "r02\n", r.body, "the request kept its release to the end")
+	assert.Equal(t, []string{"r03", "r04"}, entries(t, filepath.Join(site, "releases")))
+	assert.Equal(t, "releases/r04", readlink(t, cur))
 }
