@@ -89,6 +89,8 @@ func TestActivateConcurrent(t *testing.T) {
 		require.Len(t, ents, 3, "round %d: temporary links left: %v", round, ents)
 	}
 	stopReader()
+	t.Logf("%d activations and rollbacks; the reader resolved the link %d times, %d without finding a release",
+		workers*rounds, reads.Load(), bad.Load())
 	assert.Zero(t, bad.Load(), "reads that found no release (of %d); last: %v", reads.Load(), badPath.Load())
 	assert.Positive(t, reads.Load())
 }
