@@ -63,8 +63,9 @@ type execPlan struct {
 	dir  string
 }
 
-// isPHP reports whether argv0 names a PHP CLI binary by its base name of PHP CLI binaries: php, php8.2, php82.
-// Anything else (phpunit, phpstan, a wrapper script) may not take -d.
+// isPHP reports whether argv0 names a PHP CLI binary by its base name: php,
+// php8.2, php82. Anything else (phpunit, phpstan, php-cgi, a wrapper
+// script) may not take -d as php does.
 func isPHP(argv0 string) bool {
 	name, ok := strings.CutPrefix(filepath.Base(argv0), "php")
 	return ok && strings.Trim(name, "0123456789.") == ""
