@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/inflight"
 	"github.com/incpathd/incpathd/rewrite"
 	"github.com/incpathd/incpathd/sapi"
 )
@@ -31,8 +32,14 @@ type Proxy struct {
 	Resolver *sapi.Resolver
 	// Rewrite says how params are pinned.
 	Rewrite rewrite.Config
-	// Logger receives one line per failed request. If nil, slog.Default().
+	// Logger receives one line per failed request, and at debug level one
+	// line per request. If nil, slog.Default().
 	Logger *slog.Logger
+	// Releases, if not nil, counts the requests in flight per release (the
+	// resolved docroot), for drains.
+	Releases *inflight.Tracker
+	// Observer, if not nil, is told about every finished request.
+	Observer Observer
 
 	initOnce sync.Once
 	stats    Stats
@@ -72,45 +79,62 @@ func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
 	p.stats.Requests.Add(1)
 	p.stats.InFlight.Add(1)
 	defer p.stats.InFlight.Add(-1)
+	var x exchange
+	p.begin(&x)
 
 	buf := pairsPool.Get().(*[]fcgi.Pair)
-	params, err := p.pin((*buf)[:0], r.Params)
+	params, counter, err := p.pinCounted((*buf)[:0], r.Params, &x)
+	defer counter.Done()
 	if err == nil {
-		err = p.forward(w, r, params)
+		err = p.forward(w, r, params, &x)
 	}
 	clear(params)
 	*buf = params[:0]
 	pairsPool.Put(buf)
 	if err != nil {
-		p.fail(w, r, err)
+		if status := p.fail(w, r, err); status != 0 {
+			x.status = status
+		} else {
+			err = nil // the application's response went out whole
+		}
 	}
+	p.finish(r, &x, err)
 }
 
+// pinned says where a request was pinned: release is the docroot it runs
+// in ("" if not pinned); docroot is the one resolved to it, if the Resolver
+// did.
+type pinned struct{ docroot, release string }
+
 // pin decides the request's release and rewrites its params into dst.
-func (p *Proxy) pin(dst, in []fcgi.Pair) ([]fcgi.Pair, error) {
+func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, error) {
 	name := sapi.Name(in)
+	x.frontEnd = name
 	mode := p.Policy.Mode(name)
 	if mode == sapi.Passthrough {
 		p.stats.Passthrough.Add(1)
-		return append(dst, in...), nil
+		return append(dst, in...), pinned{}, nil
 	}
 	from := param(in, "DOCUMENT_ROOT")
 	if from == "" {
-		return dst, &Error{Status: 500, Reason: "no DOCUMENT_ROOT from the web server", Err: errNoDocroot}
+		return dst, pinned{}, &Error{Status: 500, Reason: "no DOCUMENT_ROOT from the web server", Err: errNoDocroot}
 	}
 	to := from
+	pin := pinned{release: from}
 	if mode == sapi.Realpath {
 		var err error
 		if to, err = p.Resolver.Resolve(from); err != nil {
-			return dst, err
+			return dst, pinned{}, err
 		}
+		pin = pinned{docroot: from, release: to}
 	}
 	out, err := p.Rewrite.Rewrite(dst, in, from, to)
 	if err != nil {
-		return out, err
+		return out, pinned{}, err
 	}
+	x.release = to
 	p.stats.Pinned.Add(1)
-	return out, nil
+	return out, pin, nil
 }
 
 var errNoDocroot = errors.New("proxy: request has no DOCUMENT_ROOT")
@@ -129,14 +153,14 @@ func param(params []fcgi.Pair, name string) string {
 // forward sends the request upstream and streams the answer back. A reused
 // connection that fails before the first response byte is replaced once by
 // a fresh one: php-fpm closes kept connections when it recycles a worker.
-func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, params []fcgi.Pair) error {
+func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, params []fcgi.Pair, x *exchange) error {
 	replayable := r.Body.Done()
 	for attempt := 0; ; attempt++ {
 		uc, reused, err := p.Pool.Get(r.Context())
 		if err != nil {
 			return err
 		}
-		started, err := p.roundTrip(w, r, uc, params)
+		started, err := p.roundTrip(w, r, uc, params, x)
 		if err == nil {
 			p.Pool.Put(uc)
 			return nil
@@ -162,7 +186,7 @@ func (e *startedError) Unwrap() error { return e.error }
 // roundTrip runs one request on uc. started reports whether any response
 // record was passed to the web server. A nil error means END_REQUEST came
 // and uc can be reused.
-func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, uc *fcgi.Conn, params []fcgi.Pair) (started bool, err error) {
+func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, uc *fcgi.Conn, params []fcgi.Pair, x *exchange) (started bool, err error) {
 	nc := uc.NetConn()
 	nc.SetDeadline(time.Time{})
 	uc.W.WriteBeginRequest(upstreamID, fcgi.RoleResponder, fcgi.FlagKeepConn)
@@ -206,6 +230,9 @@ func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, uc *fcgi.Conn
 				continue
 			}
 			started = true
+			if h.Type == fcgi.TypeStdout {
+				x.stdout(content)
+			}
 			if err := w.WriteRecord(h.Type, content); err != nil {
 				return started, fmt.Errorf("%w: %w", fcgi.ErrClientGone, err)
 			}

@@ -221,29 +221,62 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
-// The build context lets in every package of the module the command needs.
+// The build context keeps every package of the module the command needs.
 func TestDockerignore(t *testing.T) {
-	ignore := testenv.ReadModuleFile(t, "docker/Dockerfile.dockerignore")
-	var included []string
-	for _, line := range strings.Split(ignore, "\n") {
-		if s, ok := strings.CutPrefix(strings.TrimSpace(line), "!"); ok {
-			included = append(included, strings.TrimSuffix(s, "/"))
+	var excluded []string
+	for _, line := range strings.Split(testenv.ReadModuleFile(t, "docker/Dockerfile.dockerignore"), "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && !strings.HasPrefix(line, "#") {
+			require.False(t, strings.HasPrefix(line, "!"), "exceptions are not checked here: %s", line)
+			excluded = append(excluded, strings.TrimSuffix(line, "/"))
 		}
 	}
-	require.Contains(t, included, "go.mod")
-	require.Contains(t, included, "go.sum")
-	cmd := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", ".")
-	out, err := cmd.Output()
+	// ignored reports whether a pattern excludes rel or a directory above
+	// it: a pattern matches a path from the root, "**/" any number of
+	// directories before the rest.
+	ignored := func(rel string) bool {
+		parts := strings.Split(rel, "/")
+		for i := 1; i <= len(parts); i++ {
+			prefix := strings.Join(parts[:i], "/")
+			for _, p := range excluded {
+				if ok, _ := path.Match(p, prefix); ok {
+					return true
+				}
+				if rest, ok := strings.CutPrefix(p, "**/"); ok {
+					for j := range i {
+						if ok, _ := path.Match(rest, strings.Join(parts[j:i], "/")); ok {
+							return true
+						}
+					}
+				}
+			}
+		}
+		return false
+	}
+	assert.False(t, ignored("go.mod"))
+	assert.False(t, ignored("go.sum"))
+	assert.True(t, ignored("fcgi/server_test.go"), "the check sees the test-file pattern")
+	assert.True(t, ignored("examples/deploy.sh"))
+
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", ".").Output()
 	require.NoError(t, err)
 	root := testenv.ModuleRoot(t)
+	n := 0
 	for _, dir := range strings.Fields(string(out)) {
 		rel, err := filepath.Rel(root, dir)
 		if err != nil || strings.HasPrefix(rel, "..") {
 			continue // another module's
 		}
-		top, _, _ := strings.Cut(filepath.ToSlash(rel), "/")
-		assert.Contains(t, included, top, "package in %s is left out of the build context", rel)
+		n++
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		require.NoError(t, err)
+		for _, f := range files {
+			if r, _ := filepath.Rel(root, f); !strings.HasSuffix(f, "_test.go") {
+				assert.False(t, ignored(filepath.ToSlash(r)), "%s is left out of the build context", r)
+			}
+		}
 	}
+	assert.Greater(t, n, 4, "the command's own packages were found")
 }
 
 // composeFile is the part of the Compose specification docker/compose.yaml
@@ -583,9 +616,8 @@ type k8sContainer struct {
 		Name          string `yaml:"name"`
 		ContainerPort int    `yaml:"containerPort"`
 	} `yaml:"ports"`
-	ReadinessProbe *struct {
-		TCPSocket *struct{ Port string } `yaml:"tcpSocket"`
-	} `yaml:"readinessProbe"`
+	ReadinessProbe *k8sProbe `yaml:"readinessProbe"`
+	LivenessProbe  *k8sProbe `yaml:"livenessProbe"`
 	SecurityContext *struct {
 		RunAsNonRoot bool `yaml:"runAsNonRoot"`
 		RunAsUser    int  `yaml:"runAsUser"`
@@ -596,6 +628,20 @@ type k8sContainer struct {
 		SubPath   string `yaml:"subPath"`
 		ReadOnly  bool   `yaml:"readOnly"`
 	} `yaml:"volumeMounts"`
+}
+
+type k8sProbe struct {
+	HTTPGet *struct{ Path, Port string } `yaml:"httpGet"`
+}
+
+// port returns the containerPort called name, or 0.
+func (c k8sContainer) port(name string) int {
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return p.ContainerPort
+		}
+	}
+	return 0
 }
 
 // mountOf returns where c mounts volume, or "".
@@ -692,16 +738,25 @@ func TestKubernetes(t *testing.T) {
 		assert.True(t, strings.HasPrefix(p, code+"/"), "%s is under the code", p)
 	}
 
-	// The Service, the container port, the probe and the listen address agree.
-	require.Len(t, incpathd.Ports, 1)
-	port := incpathd.Ports[0]
-	assert.Equal(t, portOf(t, cfg.listen), strconv.Itoa(port.ContainerPort))
+	// The Service, the container port and the listen address agree.
+	assert.Equal(t, portOf(t, cfg.listen), strconv.Itoa(incpathd.port("fastcgi")))
 	svc := objects["Service"].Spec.Ports
 	require.Len(t, svc, 1)
-	assert.Equal(t, port.Name, svc[0].TargetPort)
-	require.NotNil(t, incpathd.ReadinessProbe)
-	require.NotNil(t, incpathd.ReadinessProbe.TCPSocket)
-	assert.Equal(t, port.Name, incpathd.ReadinessProbe.TCPSocket.Port)
+	assert.Equal(t, "fastcgi", svc[0].TargetPort)
+
+	// The probes reach the health endpoints on the pod's address, and
+	// /readyz asks the ping page the pool serves.
+	host, port, err := net.SplitHostPort(cfg.ops.metrics)
+	require.NoError(t, err, "--metrics %q", cfg.ops.metrics)
+	assert.NotContains(t, []string{"", "127.0.0.1", "localhost", "::1"}, host, "the kubelet does not probe loopback")
+	assert.Equal(t, port, strconv.Itoa(incpathd.port("metrics")))
+	for probe, want := range map[*k8sProbe]string{incpathd.ReadinessProbe: "/readyz", incpathd.LivenessProbe: "/healthz"} {
+		require.NotNil(t, probe)
+		require.NotNil(t, probe.HTTPGet)
+		assert.Equal(t, want, probe.HTTPGet.Path)
+		assert.Equal(t, "metrics", probe.HTTPGet.Port)
+	}
+	assert.Equal(t, poolValue(t, pool, "ping.path"), cfg.ops.upstreamPing)
 
 	// incpathd runs as the image's user, not root.
 	require.NotNil(t, incpathd.SecurityContext)

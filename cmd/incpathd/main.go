@@ -30,6 +30,7 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	restartable = true
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil))
 }
 
@@ -48,6 +49,12 @@ type config struct {
 	queueTimeout, shutdownTimeout    time.Duration
 	logFormat, logLevel              string
 	keepHTTPProxy, showVersion       bool
+	releasesConfig
+	ops opsConfig
+
+	flags *pflag.FlagSet    // for --print-config
+	from  map[string]string // flag name -> fromEnv or fromFlag
+	args  []string          // positional arguments
 }
 
 func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
@@ -61,7 +68,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.includePath, "include-path", "", "include_path used when a request carries none, so every request gets a pinned one")
 	fs.StringSliceVar(&c.docrootSAPIs, "docroot-sapi-list", nil, "front ends whose DOCUMENT_ROOT is trusted as already resolved (e.g. nginx with $realpath_root)")
 	fs.StringSliceVar(&c.realpathSAPIs, "realpath-sapi-list", []string{"*"}, "front ends whose DOCUMENT_ROOT incpathd resolves; * for all")
-	fs.DurationVar(&c.realpathEvery, "realpath-every", time.Second, "how long a resolved docroot is cached (mod_realdoc's RealpathEvery); 0 resolves on every request")
+	fs.DurationVar(&c.realpathEvery, "realpath-every", time.Second, "how long a resolved docroot is cached where it cannot be watched (mod_realdoc's RealpathEvery); 0 resolves on every request")
 	fs.StringVar(&c.useReadlink, "use-readlink", "", "readlink only the first symlink at or below PREFIX instead of a full realpath (mod_realdoc's UseReadlink)")
 	fs.Lookup("use-readlink").NoOptDefVal = "/"
 	fs.StringSliceVar(&c.allowRoots, "allow-root", nil, "a resolved docroot must lie at or below one of these (repeatable)")
@@ -78,7 +85,9 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&c.keepHTTPProxy, "keep-http-proxy", false, "forward the HTTP_PROXY param (dropped by default: httpoxy)")
+	addReleasesFlags(fs, &c.releasesConfig)
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
+	addOpsFlags(fs, &c.ops)
 	return fs
 }
 
@@ -99,8 +108,12 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	c.flags, c.from, c.args = fs, map[string]string{}, fs.Args()
 	var envErr error
 	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			c.from[f.Name] = fromFlag
+		}
 		v := getenv(envName(f.Name))
 		if f.Changed || v == "" || envErr != nil {
 			return
@@ -108,6 +121,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 		if err := fs.Set(f.Name, v); err != nil {
 			envErr = fmt.Errorf("invalid value %q for %s (--%s): %w", v, envName(f.Name), f.Name, err)
 		}
+		c.from[f.Name] = fromEnv
 	})
 	if envErr != nil {
 		return nil, envErr
@@ -145,7 +159,10 @@ func (c *config) validate() error {
 	if c.useReadlink != "" && !strings.HasPrefix(c.useReadlink, "/") {
 		return fmt.Errorf("--use-readlink: %q is not an absolute path", c.useReadlink)
 	}
-	return nil
+	if err := c.releasesConfig.validate(); err != nil {
+		return err
+	}
+	return c.ops.validate()
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -199,6 +216,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		switch args[0] {
 		case "serve":
 			args = args[1:]
+		case "drain":
+			return drain(ctx, args[1:], getenv, stdout, stderr)
+		case "maintenance":
+			return maintenanceCmd(args[1:], getenv, stdout, stderr)
+		case "activate":
+			return activate(ctx, args[1:], getenv, stdout, stderr)
+		case "exec":
+			return execCmd(ctx, args[1:], getenv, stderr)
 		}
 	}
 	return serve(ctx, args, getenv, stdout, stderr, ready)
@@ -214,8 +239,17 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		fmt.Fprintf(stderr, "incpathd: %v\n", err)
 		return 2
 	}
+	// A mistyped subcommand must not start a daemon.
+	if len(c.args) > 0 {
+		fmt.Fprintf(stderr, "incpathd: unknown command or stray argument %q\n", c.args[0])
+		return 2
+	}
 	if c.showVersion {
 		fmt.Fprintf(stdout, "incpathd %s\n", version)
+		return 0
+	}
+	if c.ops.printConfig {
+		printConfig(c, stdout)
 		return 0
 	}
 	log := newLogger(c, stderr)
@@ -245,6 +279,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		},
 		Logger: log,
 	}
+	rel, err := startReleases(c, p.Resolver, log)
+	if err != nil {
+		log.Error("cannot serve the control endpoint", "addr", c.control, "err", err)
+		return 1
+	}
+	defer rel.Close()
+	p.Releases = rel.tracker
 	srv := &fcgi.Server{
 		Handler:        p,
 		MaxParamsBytes: c.maxParamsBytes,
@@ -253,33 +294,40 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		IdleTimeout:    c.idleTimeout,
 		Logger:         log,
 	}
-	l, err := listen(c.listen, c.listenMode)
+	d, err := startDaemon(c, getenv, log, pool, p, srv, rel)
 	if err != nil {
-		log.Error("cannot listen", "addr", c.listen, "err", err)
+		log.Error("cannot start", "listen", c.listen, "err", err)
 		return 1
 	}
-	log.Info("incpathd serving", "version", version, "listen", l.Addr().String(), "upstream", c.upstream,
-		"realpath_every", c.realpathEvery, "pattern", c.pattern)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	if ready != nil {
-		ready <- l.Addr().String()
+	defer d.close()
+	log.Info("incpathd serving", "version", version, "listen", d.listeners[0].Addr().String(), "upstream", c.upstream,
+		"realpath_every", c.realpathEvery, "pattern", c.pattern, "metrics", d.httpAddr, "pid", os.Getpid())
+	errc := make(chan error, len(d.listeners))
+	for _, l := range d.listeners {
+		go func() { errc <- srv.Serve(l) }()
 	}
+	d.ready()
+	if ready != nil {
+		ready <- d.listeners[0].Addr().String()
+	}
+	serving := len(d.listeners)
 	select {
 	case err := <-errc:
 		log.Error("serving stopped", "err", err)
 		return 1
 	case <-ctx.Done():
+	case <-d.lc.upgraded():
 	}
+	d.stopping()
 	log.Info("shutting down", "timeout", c.shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown timed out; requests still in flight were cut", "err", err)
 	}
-	<-errc
-	if path, ok := strings.CutPrefix(c.listen, "unix:"); ok {
-		os.Remove(path)
+	for range serving {
+		<-errc
 	}
+	d.shutdown(sctx)
 	return 0
 }

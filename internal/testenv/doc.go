@@ -38,6 +38,9 @@
 //     streams in.
 //   - slow.php?ms=N: sleeps, then prints the release.
 //   - info.php?ini=a,b: opcache state, loaded ini files and setting values.
+//   - cli.php (php CLI): a JSON line with the releases of the script and of
+//     include/lib_release.php and the working directory; after a line on
+//     stdin, a second one with include/lib_after.php; exits with argv[1].
 //
 // The generated php.ini sets no include_path; tests pass one in PHP_VALUE,
 // for example "include_path=.:<docroot>/include", so that include_path
