@@ -616,8 +616,8 @@ type k8sContainer struct {
 		Name          string `yaml:"name"`
 		ContainerPort int    `yaml:"containerPort"`
 	} `yaml:"ports"`
-	ReadinessProbe *k8sProbe `yaml:"readinessProbe"`
-	LivenessProbe  *k8sProbe `yaml:"livenessProbe"`
+	ReadinessProbe  *k8sProbe `yaml:"readinessProbe"`
+	LivenessProbe   *k8sProbe `yaml:"livenessProbe"`
 	SecurityContext *struct {
 		RunAsNonRoot bool `yaml:"runAsNonRoot"`
 		RunAsUser    int  `yaml:"runAsUser"`
