@@ -1,9 +1,6 @@
 package rewrite
 
-import (
-	"fmt"
-	"strings"
-)
+import "fmt"
 
 // PinValue returns the ini value v, a literal string as PHP would assign it,
 // with every occurrence of pattern replaced by the resolved docroot to. The
@@ -31,8 +28,7 @@ func PinValue(v, pattern, to string) (string, error) {
 	}
 	out := v
 	if n := rep.count(v); n > 0 {
-		var b strings.Builder
-		b.Grow(len(v) + n*(len(rep.to)-len(rep.pat)))
+		b := buffer{b: make([]byte, 0, len(v)+n*(len(rep.to)-len(rep.pat)))}
 		rep.write(&b, v)
 		out = b.String()
 	}
