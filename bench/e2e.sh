@@ -22,7 +22,8 @@
 # pins with $realpath_root as the nginx documentation suggests; the other
 # sends the symlinked $document_root for incpathd to resolve (cached and
 # watched, the default flags) and an include_path to pin. incpathd runs with
-# GOMAXPROCS=INCPATHD_PROCS (default 1, as the README advises); FastCGI goes
+# GOMAXPROCS=INCPATHD_PROCS (default 1, as the README advises) and
+# GODEBUG=INCPATHD_GODEBUG (default none; see the README); FastCGI goes
 # over loopback TCP, or unix sockets with SOCKETS=unix; INCPATHD=path runs
 # that binary instead of building one.
 #
@@ -113,7 +114,7 @@ wait_fcgi "$fpm_direct"
 wait_fcgi "$fpm_proxy"
 
 px=$(fcgi_addr incpathd)
-GOMAXPROCS=${INCPATHD_PROCS:-1} start "$tmp/incpathd.log" "${srv_cpus[@]}" "$incpathd" --listen "$px" \
+GODEBUG=${INCPATHD_GODEBUG:-} GOMAXPROCS=${INCPATHD_PROCS:-1} start "$tmp/incpathd.log" "${srv_cpus[@]}" "$incpathd" --listen "$px" \
   --upstream "$fpm_proxy" --max-conns "$workers" \
   --include-path ".:$site/current/include:/usr/share/php"
 proxy_pid=$last_pid
@@ -196,7 +197,7 @@ fi
 wrk -t1 -c "$conns" -d 2s "http://127.0.0.1:$web_direct/hello.php" >/dev/null
 wrk -t1 -c "$conns" -d 2s "http://127.0.0.1:$web_proxy/hello.php" >/dev/null
 
-echo "e2e: nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(basename "$fpm_bin"), wrk -t1 -c$conns, $rounds rounds of ${secs}s, $workers php-fpm workers per pool, FastCGI over $sockets, incpathd GOMAXPROCS=${INCPATHD_PROCS:-1}, pin=$pin, $ncpu CPUs"
+echo "e2e: nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(basename "$fpm_bin"), wrk -t1 -c$conns, $rounds rounds of ${secs}s, $workers php-fpm workers per pool, FastCGI over $sockets, incpathd GOMAXPROCS=${INCPATHD_PROCS:-1}${INCPATHD_GODEBUG:+ GODEBUG=$INCPATHD_GODEBUG}, pin=$pin, $ncpu CPUs"
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share this machine)"
 printf '%-6s %10s %11s %7s %11s %11s %9s %11s\n' round direct/s incpathd/s ratio p50-direct p50-incp added 'cpu µs/req'
 ratios=() added=() p50d=() p50p=() cpus=()

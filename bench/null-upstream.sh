@@ -16,7 +16,7 @@
 # figures are those of pinning every request: nginx's params, DOCUMENT_ROOT a
 # symlink resolved through the cache (default flags), an include_path
 # pinned in PHP_VALUE. INCPATHD=path runs that binary instead of building
-# one (to compare two builds).
+# one (to compare two builds); INCPATHD_GODEBUG sets incpathd's GODEBUG.
 source "$(dirname "$0")/lib.sh"
 
 rounds=${ROUNDS:-5}
@@ -38,7 +38,7 @@ up=$(free_port)
 start "$tmp/nullfpm.log" "${load_cpus[@]}" "$tmp/bin/nullfpm" --listen "127.0.0.1:$up"
 wait_port "$up"
 px=$(free_port)
-GOMAXPROCS=1 start "$tmp/incpathd.log" "${proxy_cpus[@]}" "$incpathd" \
+GODEBUG=${INCPATHD_GODEBUG:-} GOMAXPROCS=1 start "$tmp/incpathd.log" "${proxy_cpus[@]}" "$incpathd" \
   --listen "127.0.0.1:$px" --upstream "127.0.0.1:$up" --max-conns "$conns" \
   --include-path ".:$tmp/site/current/include:/usr/share/php"
 proxy_pid=$last_pid
@@ -49,7 +49,7 @@ load() {
     --docroot "$tmp/site/current"
 }
 
-echo "null upstream: $rounds rounds of ${secs}s, $conns kept connections, incpathd GOMAXPROCS=1, pin=$pin, $ncpu CPUs"
+echo "null upstream: $rounds rounds of ${secs}s, $conns kept connections, incpathd GOMAXPROCS=1${INCPATHD_GODEBUG:+ GODEBUG=$INCPATHD_GODEBUG}, pin=$pin, $ncpu CPUs"
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share this machine)"
 printf '%-6s %12s %12s %7s %12s %10s %10s\n' round direct/s incpathd/s ratio 'cpu µs/req' p50-direct p50-incp
 ratios=() rates=() cpus=()
