@@ -24,8 +24,18 @@ var (
 // The names and values share one string made from b, so decoding a request
 // costs one allocation however many pairs it has.
 func DecodeParams(dst []Pair, b []byte) ([]Pair, error) {
+	return decodeParams(dst, b, -1)
+}
+
+// decodeParams is DecodeParams refusing a stream of more than max pairs
+// (none if max is negative) before it appends them, so a stream of tiny
+// pairs cannot grow dst without bound.
+func decodeParams(dst []Pair, b []byte, max int) ([]Pair, error) {
 	s := string(b)
-	for len(s) > 0 {
+	for n := 0; len(s) > 0; n++ {
+		if n == max {
+			return dst, fmt.Errorf("%w: more than %d params", ErrParamsTooLarge, max)
+		}
 		nl, n, ok := pairLen(s)
 		if !ok {
 			return dst, fmt.Errorf("%w: bad length at byte %d", ErrBadParams, len(b)-len(s))

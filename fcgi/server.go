@@ -53,6 +53,11 @@ type Server struct {
 	// MaxParamsBytes caps one request's PARAMS stream. If zero, 1 MiB. A
 	// request over it is logged and its connection closed.
 	MaxParamsBytes int
+	// MaxParams caps the number of name-value pairs in one request. If
+	// zero, 1000. A request over it is logged and its connection closed.
+	// Each pair costs a slot in the handler's tables however short it is:
+	// a MaxParamsBytes stream of empty pairs would be half a million.
+	MaxParams int
 	// MaxConns caps concurrent web server connections; a connection over
 	// it waits in the listen queue. It is also what FCGI_GET_VALUES reports
 	// for FCGI_MAX_CONNS and FCGI_MAX_REQS. If zero, 1024.
@@ -79,6 +84,13 @@ func (s *Server) maxParamsBytes() int {
 		return s.MaxParamsBytes
 	}
 	return 1 << 20
+}
+
+func (s *Server) maxParams() int {
+	if s.MaxParams > 0 {
+		return s.MaxParams
+	}
+	return 1000
 }
 
 func (s *Server) maxConns() int {
@@ -278,8 +290,17 @@ func (c *conn) serve() {
 			return
 		}
 		c.rwc.SetReadDeadline(deadline(c.srv.idleTimeout()))
-		h, content, err := c.r.Next()
+		err := c.r.wait()
 		c.idle.Store(false)
+		var h Header
+		var content []byte
+		if err == nil {
+			// A record has begun: from here on the web server must send the
+			// request head, BEGIN_REQUEST and PARAMS, within ReadTimeout
+			// (serveRequest keeps this deadline), however slowly it trickles.
+			c.rwc.SetReadDeadline(deadline(c.srv.readTimeout()))
+			h, content, err = c.r.Next()
+		}
 		if err != nil {
 			// A connection left idle past IdleTimeout is routine, not a failure.
 			idle := errors.Is(err, os.ErrDeadlineExceeded) && c.r.Buffered() == 0
@@ -360,6 +381,13 @@ func (c *conn) endRequest(id uint16, proto uint8) error {
 	return c.w.Flush()
 }
 
+// A connection keeps its params buffers between requests up to these sizes,
+// which fit every ordinary request.
+const (
+	keptParamsBytes = 64 << 10
+	keptParams      = 256
+)
+
 // serveRequest reads a request's params, runs the handler and ends the
 // request.
 func (c *conn) serveRequest(h Header, content []byte) error {
@@ -375,7 +403,6 @@ func (c *conn) serveRequest(h Header, content []byte) error {
 		}
 		return nil
 	}
-	c.rwc.SetReadDeadline(deadline(c.srv.readTimeout()))
 	c.params = c.params[:0]
 	limit := c.srv.maxParamsBytes()
 	for {
@@ -406,11 +433,23 @@ func (c *conn) serveRequest(h Header, content []byte) error {
 		}
 		c.params = append(c.params, content...)
 	}
-	pairs, err := DecodeParams(c.pairs[:0], c.params)
+	pairs, err := decodeParams(c.pairs[:0], c.params, c.srv.maxParams())
 	if err != nil {
 		return fmt.Errorf("params of request %d: %w", id, err)
 	}
 	c.pairs = pairs
+	// The pairs point into their own copy of the stream, so an unusually
+	// large buffer can go now rather than stay with the connection: kept
+	// connections times MaxParamsBytes would otherwise stay allocated.
+	if cap(c.params) > keptParamsBytes {
+		c.params = nil
+	}
+	defer func() {
+		clear(c.pairs)
+		if cap(c.pairs) > keptParams {
+			c.pairs = nil
+		}
+	}()
 
 	req := &Request{ID: id, KeepConn: keep, Params: pairs, conn: c}
 	req.ctx, req.cancel = context.WithCancelCause(context.Background())
