@@ -98,6 +98,9 @@ func (p *Proxy) pin(dst, in []fcgi.Pair) ([]fcgi.Pair, error) {
 	if from == "" {
 		return dst, &Error{Status: 500, Reason: "no DOCUMENT_ROOT from the web server", Err: errNoDocroot}
 	}
+	if err := checkDocroot(from); err != nil {
+		return dst, err
+	}
 	to := from
 	if mode == sapi.Realpath {
 		var err error
@@ -108,6 +111,10 @@ func (p *Proxy) pin(dst, in []fcgi.Pair) ([]fcgi.Pair, error) {
 	out, err := p.Rewrite.Rewrite(dst, in, from, to)
 	if err != nil {
 		return out, err
+	}
+	if err := p.checkAllowed(to, out[len(dst):]); err != nil {
+		clear(out[len(dst):])
+		return dst, err
 	}
 	p.stats.Pinned.Add(1)
 	return out, nil
