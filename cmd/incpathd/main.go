@@ -42,7 +42,7 @@ type config struct {
 	useReadlink                      string
 	allowRoots, pinINI               []string
 	maxConns, maxClientConns         int
-	maxParamsBytes                   int
+	maxParamsBytes, maxParams        int
 	connectTimeout, readTimeout      time.Duration
 	idleTimeout, upstreamIdleTimeout time.Duration
 	queueTimeout, shutdownTimeout    time.Duration
@@ -69,6 +69,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.IntVar(&c.maxConns, "max-conns", 5, "upstream connections at most, idle ones included; keep it at or below php-fpm's pm.max_children")
 	fs.IntVar(&c.maxClientConns, "max-client-conns", 1024, "web server connections at most")
 	fs.IntVar(&c.maxParamsBytes, "max-params-bytes", 1<<20, "largest params stream accepted from the web server")
+	fs.IntVar(&c.maxParams, "max-params", 1000, "most params accepted in one request from the web server")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 5*time.Second, "time to connect to php-fpm")
 	fs.DurationVar(&c.readTimeout, "read-timeout", 60*time.Second, "time to wait for each part of a request from the web server")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 5*time.Minute, "how long a kept web server connection may sit idle")
@@ -134,6 +135,9 @@ func (c *config) validate() error {
 	if c.maxParamsBytes < 1024 {
 		return fmt.Errorf("--max-params-bytes: %d is too small", c.maxParamsBytes)
 	}
+	if c.maxParams < 1 {
+		return fmt.Errorf("--max-params: %d must be at least 1", c.maxParams)
+	}
 	if c.realpathEvery < 0 {
 		return fmt.Errorf("--realpath-every: %v is negative", c.realpathEvery)
 	}
@@ -190,6 +194,10 @@ func listen(addr, mode string) (net.Listener, error) {
 	}
 	return l, nil
 }
+
+// testHookServing, if set, is given the daemon's upstream pool and server
+// before it serves: tests read their state.
+var testHookServing func(*fcgi.Pool, *fcgi.Server)
 
 // run is main without the process around it: the daemon, or one of the
 // subcommands named by the first argument. ready, if not nil, receives the
@@ -248,6 +256,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	srv := &fcgi.Server{
 		Handler:        p,
 		MaxParamsBytes: c.maxParamsBytes,
+		MaxParams:      c.maxParams,
 		MaxConns:       c.maxClientConns,
 		ReadTimeout:    c.readTimeout,
 		IdleTimeout:    c.idleTimeout,
@@ -260,6 +269,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log.Info("incpathd serving", "version", version, "listen", l.Addr().String(), "upstream", c.upstream,
 		"realpath_every", c.realpathEvery, "pattern", c.pattern)
+	if testHookServing != nil {
+		testHookServing(pool, srv)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	if ready != nil {

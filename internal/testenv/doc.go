@@ -29,6 +29,8 @@
 //     streams in.
 //   - slow.php?ms=N: sleeps, then prints the release.
 //   - info.php?ini=a,b: opcache state, loaded ini files and setting values.
+//   - server.php?names=A,B: the names of every $_SERVER entry, and the
+//     values of A and B in $_SERVER and getenv() (ServerReport).
 //
 // The generated php.ini sets no include_path; tests pass one in PHP_VALUE,
 // for example "include_path=.:<docroot>/include", so that include_path
