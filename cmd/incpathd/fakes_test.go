@@ -27,8 +27,9 @@ type fakeUpstream struct {
 	addr string
 	srv  *fcgi.Server
 
-	mu   sync.Mutex
-	reqs []map[string]string
+	mu     sync.Mutex
+	reqs   []map[string]string
+	aborts int // requests whose context ended while they slept
 }
 
 func startFakeUpstream(t testing.TB) *fakeUpstream {
@@ -89,6 +90,9 @@ func (u *fakeUpstream) serve(w *fcgi.ResponseWriter, r *fcgi.Request) {
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
+			u.mu.Lock()
+			u.aborts++
+			u.mu.Unlock()
 			return
 		}
 	}
@@ -119,6 +123,13 @@ func (u *fakeUpstream) requests() []map[string]string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return append([]map[string]string(nil), u.reqs...)
+}
+
+// aborted returns how many requests ended because the proxy went away.
+func (u *fakeUpstream) aborted() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.aborts
 }
 
 // fcgiClient plays the web server on one connection with raw records.
