@@ -1,12 +1,15 @@
 package fcgi
 
 import (
+	"context"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // trickle sends b one byte at a time, every gap, until it is sent or the
@@ -130,4 +133,39 @@ func TestServerReleasesLargeParams(t *testing.T) {
 	c.send(request(2, FlagKeepConn, testPairs, ""))
 	assert.Equal(t, "ok", c.response(2).stdout)
 	assert.LessOrEqual(t, <-caps, keptParamsBytes, "the large buffer of request 1 was kept")
+}
+
+// A dial the caller gives up on (the web server aborted the request while
+// incpathd was connecting) fails with the caller's cause, not ErrDial: it
+// says nothing about the upstream, and must not be logged or counted as
+// "cannot connect to upstream". Found by the soak test.
+func TestPoolDialAbandoned(t *testing.T) {
+	dialing := make(chan struct{})
+	p := &Pool{Address: "127.0.0.1:1", Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		close(dialing)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}}
+	defer p.Close()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	go func() {
+		<-dialing
+		cancel(ErrAborted)
+	}()
+	_, _, err := p.Get(ctx)
+	require.ErrorIs(t, err, ErrAborted)
+	assert.NotErrorIs(t, err, ErrDial)
+	st := p.Stats()
+	assert.Zero(t, st.DialErrors)
+	assert.Zero(t, st.Open, "the slot is given back")
+
+	// A dial that times out on its own is a dial error.
+	p2 := &Pool{Address: "127.0.0.1:1", DialTimeout: 10 * time.Millisecond, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}}
+	defer p2.Close()
+	_, _, err = p2.Get(context.Background())
+	require.ErrorIs(t, err, ErrDial)
+	assert.Equal(t, uint64(1), p2.Stats().DialErrors)
 }
