@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -27,9 +28,11 @@ type fakeUpstream struct {
 	addr string
 	srv  *fcgi.Server
 
-	mu     sync.Mutex
-	reqs   []map[string]string
-	aborts int // requests whose context ended while they slept
+	mu       sync.Mutex
+	reqs     []map[string]string
+	n        int  // requests received
+	aborts   int  // requests whose context ended while they slept
+	keepNone bool // count requests without keeping their params
 }
 
 func startFakeUpstream(t testing.TB) *fakeUpstream {
@@ -38,7 +41,13 @@ func startFakeUpstream(t testing.TB) *fakeUpstream {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	u.addr = l.Addr().String()
-	u.srv = &fcgi.Server{Handler: fcgi.HandlerFunc(u.serve), MaxParams: 1 << 20, MaxParamsBytes: 16 << 20}
+	u.srv = &fcgi.Server{
+		Handler:        fcgi.HandlerFunc(u.serve),
+		MaxParams:      1 << 20,
+		MaxParamsBytes: 16 << 20,
+		// incpathd resets the connections it gives up on: routine here.
+		Logger: slog.New(slog.DiscardHandler),
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -62,7 +71,10 @@ func (u *fakeUpstream) serve(w *fcgi.ResponseWriter, r *fcgi.Request) {
 		params[p.Name] = p.Value
 	}
 	u.mu.Lock()
-	u.reqs = append(u.reqs, params)
+	u.n++
+	if !u.keepNone {
+		u.reqs = append(u.reqs, params)
+	}
 	u.mu.Unlock()
 
 	var size int
@@ -123,6 +135,20 @@ func (u *fakeUpstream) requests() []map[string]string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return append([]map[string]string(nil), u.reqs...)
+}
+
+// count returns how many requests were received.
+func (u *fakeUpstream) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.n
+}
+
+// forgetParams stops keeping the params of later requests.
+func (u *fakeUpstream) forgetParams() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.keepNone = true
 }
 
 // aborted returns how many requests ended because the proxy went away.
