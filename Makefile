@@ -1,7 +1,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build test demo bench vet fmt-check
+.PHONY: all build test fuzz demo bench vet fmt-check
 
 all: build
 
@@ -14,6 +14,21 @@ build:
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	$(GO) test -run '^$$' -bench . -benchtime 1x $(PKGS)
+	$(MAKE) --no-print-directory fuzz
+
+# Each native fuzz target for FUZZTIME, from its seeds in the package's
+# testdata/fuzz (go runs one -fuzz target per invocation). A crash fails
+# the run and leaves the input in testdata/fuzz to become a regression test.
+# Run longer by hand: make fuzz FUZZTIME=10m.
+FUZZTIME ?= 20s
+FUZZ_TARGETS := fcgi:FuzzReader fcgi:FuzzDecodeParams fcgi:FuzzServer rewrite:FuzzRewrite rewrite:FuzzINI
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz: $$name in ./$$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg; \
+	done
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
