@@ -169,3 +169,55 @@ func TestPoolDialAbandoned(t *testing.T) {
 	require.ErrorIs(t, err, ErrDial)
 	assert.Equal(t, uint64(1), p2.Stats().DialErrors)
 }
+
+// GetFresh never hands out a connection that served a request: with idle
+// ones in the pool it closes the oldest and dials in its slot; with every
+// slot busy it waits like Get and dials in the slot given back. The proxy
+// retries on it, because when php-fpm recycles its workers the other idle
+// connections may be closing too. Found by the recycling fault test: a
+// retry that took the next idle connection failed again.
+func TestPoolGetFresh(t *testing.T) {
+	checkGoroutines(t)
+	u := startUpstream(t, "tcp")
+	p := &Pool{Address: u.address(), MaxConns: 2}
+	defer p.Close()
+	a, _ := mustGet(t, p)
+	b, _ := mustGet(t, p)
+	mustRoundTrip(t, a, "conn 1")
+	mustRoundTrip(t, b, "conn 2")
+	p.Put(a)
+	p.Put(b)
+
+	c, err := p.GetFresh(context.Background())
+	require.NoError(t, err)
+	mustRoundTrip(t, c, "conn 3")
+	st := p.Stats()
+	assert.Equal(t, 2, st.Open, "a slot was taken over, not added")
+	assert.Equal(t, 1, st.Idle)
+	// The oldest idle connection (a) was closed; b is still there.
+	r, reused := mustGet(t, p)
+	assert.True(t, reused)
+	mustRoundTrip(t, r, "conn 2")
+	assert.True(t, eventually(time.Second, func() bool { return u.closed.Load() == 1 }), "closed upstream: %d", u.closed.Load())
+
+	// Every slot busy: GetFresh waits, and dials in the slot given back
+	// rather than taking the connection.
+	ch := make(chan *Conn, 1)
+	go func() {
+		c, err := p.GetFresh(context.Background())
+		assert.NoError(t, err)
+		ch <- c
+	}()
+	require.True(t, eventually(time.Second, func() bool { return p.numWaiters() == 1 }))
+	p.Put(r)
+	var d *Conn
+	select {
+	case d = <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("GetFresh did not return")
+	}
+	mustRoundTrip(t, d, "conn 4")
+	assert.Equal(t, 2, p.Stats().Open)
+	p.Put(c)
+	p.Put(d)
+}

@@ -139,7 +139,15 @@ func param(params []fcgi.Pair, name string) string {
 func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, params []fcgi.Pair) error {
 	replayable := r.Body.Done()
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := p.Pool.Get(r.Context())
+		var uc *fcgi.Conn
+		var reused bool
+		var err error
+		if attempt == 0 {
+			uc, reused, err = p.Pool.Get(r.Context())
+		} else {
+			// Not another idle connection: it may be closing too.
+			uc, err = p.Pool.GetFresh(r.Context())
+		}
 		if err != nil {
 			return err
 		}
@@ -189,9 +197,28 @@ func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, uc *fcgi.Conn
 		go body.run(r, uc)
 		defer body.wait(r, nc)
 	}
-	// An abort from the web server unblocks the upstream read below.
-	stop := context.AfterFunc(r.Context(), func() { nc.SetDeadline(aLongTimeAgo) })
-	defer stop()
+	// An abort from the web server unblocks the upstream read below. The
+	// callback runs on its own goroutine and may still be about to run when
+	// stop returns false: the mutex keeps it from setting the deadline once
+	// this request is over, after the connection went back to the pool and
+	// on to another request, which would then fail for no reason (the soak
+	// test saw it).
+	var abortMu sync.Mutex
+	over := false
+	stop := context.AfterFunc(r.Context(), func() {
+		abortMu.Lock()
+		defer abortMu.Unlock()
+		if !over {
+			nc.SetDeadline(aLongTimeAgo)
+		}
+	})
+	defer func() {
+		if !stop() {
+			abortMu.Lock()
+			over = true
+			abortMu.Unlock()
+		}
+	}()
 
 	for {
 		h, content, err := uc.R.Next()
