@@ -167,10 +167,20 @@ type fcgiClient struct {
 
 func dialFCGI(t testing.TB, addr string) *fcgiClient {
 	t.Helper()
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	c, err := dialFCGINoCleanup(t, addr)
 	require.NoError(t, err)
-	t.Cleanup(func() { nc.Close() })
-	return &fcgiClient{t: t, nc: nc, r: fcgi.NewReader(nc)}
+	t.Cleanup(func() { c.nc.Close() })
+	return c
+}
+
+// dialFCGINoCleanup is dialFCGI for a caller that closes every connection
+// itself: a soak's hundred thousand clean-ups would pile up until the end.
+func dialFCGINoCleanup(t testing.TB, addr string) (*fcgiClient, error) {
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &fcgiClient{t: t, nc: nc, r: fcgi.NewReader(nc)}, nil
 }
 
 // encodeRequest encodes a whole request: BEGIN_REQUEST, params (split into
