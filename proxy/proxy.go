@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/inflight"
 	"github.com/incpathd/incpathd/rewrite"
 	"github.com/incpathd/incpathd/sapi"
 )
@@ -33,6 +34,9 @@ type Proxy struct {
 	Rewrite rewrite.Config
 	// Logger receives one line per failed request. If nil, slog.Default().
 	Logger *slog.Logger
+	// Releases, if not nil, counts the requests in flight per release (the
+	// resolved docroot), for drains.
+	Releases *inflight.Tracker
 
 	initOnce sync.Once
 	stats    Stats
@@ -74,7 +78,8 @@ func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
 	defer p.stats.InFlight.Add(-1)
 
 	buf := pairsPool.Get().(*[]fcgi.Pair)
-	params, err := p.pin((*buf)[:0], r.Params)
+	params, counter, err := p.pinCounted((*buf)[:0], r.Params)
+	defer counter.Done()
 	if err == nil {
 		err = p.forward(w, r, params)
 	}
@@ -86,38 +91,45 @@ func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
 	}
 }
 
+// pinned says where a request was pinned: release is the docroot it runs
+// in ("" if not pinned); docroot is the one resolved to it, if the Resolver
+// did.
+type pinned struct{ docroot, release string }
+
 // pin decides the request's release and rewrites its params into dst.
-func (p *Proxy) pin(dst, in []fcgi.Pair) ([]fcgi.Pair, error) {
+func (p *Proxy) pin(dst, in []fcgi.Pair) ([]fcgi.Pair, pinned, error) {
 	name := sapi.Name(in)
 	mode := p.Policy.Mode(name)
 	if mode == sapi.Passthrough {
 		p.stats.Passthrough.Add(1)
-		return append(dst, in...), nil
+		return append(dst, in...), pinned{}, nil
 	}
 	from := param(in, "DOCUMENT_ROOT")
 	if from == "" {
-		return dst, &Error{Status: 500, Reason: "no DOCUMENT_ROOT from the web server", Err: errNoDocroot}
+		return dst, pinned{}, &Error{Status: 500, Reason: "no DOCUMENT_ROOT from the web server", Err: errNoDocroot}
 	}
 	if err := checkDocroot(from); err != nil {
 		return dst, err
 	}
 	to := from
+	pin := pinned{release: from}
 	if mode == sapi.Realpath {
 		var err error
 		if to, err = p.Resolver.Resolve(from); err != nil {
-			return dst, err
+			return dst, pinned{}, err
 		}
+		pin = pinned{docroot: from, release: to}
 	}
 	out, err := p.Rewrite.Rewrite(dst, in, from, to)
 	if err != nil {
-		return out, err
+		return out, pinned{}, err
 	}
 	if err := p.checkAllowed(to, out[len(dst):]); err != nil {
 		clear(out[len(dst):])
 		return dst, err
 	}
 	p.stats.Pinned.Add(1)
-	return out, nil
+	return out, pin, nil
 }
 
 var errNoDocroot = errors.New("proxy: request has no DOCUMENT_ROOT")
@@ -307,7 +319,10 @@ func (b *bodyCopy) run(r *fcgi.Request, uc *fcgi.Conn) {
 			uc.NetConn().SetDeadline(aLongTimeAgo)
 			return
 		}
-		if err := uc.W.WriteRecord(fcgi.TypeStdin, upstreamID, chunk); err != nil {
+		// Flush each chunk: the application may answer on what it has
+		// (and a slow upload must reach it as it comes).
+		uc.W.WriteRecord(fcgi.TypeStdin, upstreamID, chunk)
+		if err := uc.W.Flush(); err != nil {
 			b.fail(fmt.Errorf("%w: sending request body: %w", ErrUpstream, err))
 			return
 		}

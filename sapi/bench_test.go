@@ -2,6 +2,7 @@ package sapi
 
 import (
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -70,4 +71,35 @@ func BenchmarkResolveUncached(b *testing.B) {
 			}
 		})
 	}
+}
+
+// How soon a watched flip is seen: from the rename's return to the cached
+// resolution being gone, plus the resolution and watch that follow it.
+func BenchmarkWatchFlipSeen(b *testing.B) {
+	s := newSite(b)
+	r := &Resolver{Every: time.Hour}
+	w := &Watcher{}
+	if err := w.Start(r); err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := r.Resolve(s.current); err != nil {
+		b.Fatal(err)
+	}
+	targets := []string{filepath.Join("releases", "B"), filepath.Join("releases", "A")}
+	var seen time.Duration
+	i := 0
+	for b.Loop() {
+		flip(b, s.current, targets[i%2])
+		start := time.Now()
+		for r.Len() != 0 {
+			runtime.Gosched()
+		}
+		seen += time.Since(start)
+		if _, err := r.Resolve(s.current); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(seen.Nanoseconds())/float64(i), "ns-to-forget/flip")
 }

@@ -35,9 +35,13 @@
 //
 // # Caveats
 //
-// With a cache (Resolver.Every > 0), a request that arrives within Every of
-// the last resolution still gets the release from before a flip. A watcher
-// can call Resolver.Forget or Resolver.Flush to see flips sooner.
+// With a cache (Resolver.Every > 0) and no [Watcher], a request that
+// arrives within Every of the last resolution still gets the release from
+// before a flip. A Watcher watches the directories every resolution went
+// through (inotify) and has the Resolver forget a docroot as soon as one of
+// its links changes; watched resolutions then stay cached until that
+// happens, so the steady state makes no system call at all. Where watching
+// is not possible (network file systems, the inotify limit), Every applies.
 //
 // As with mod_realdoc (its issue #8), access rules that name the symlinked
 // path stop matching once requests carry the resolved one.

@@ -109,6 +109,17 @@ type Resolver struct {
 	// no cache. Zero means DefaultMaxEntries; negative means no bound.
 	MaxEntries int
 
+	// Watch, if not nil, is called before each resolution that Resolve
+	// will cache, to watch the file system entries that the resolution of
+	// docroot goes through (see Watcher). It returns true when they are
+	// watched: from then on any change to them must lead to Forget(docroot)
+	// (or Flush), so the resolution stays cached until then instead of for
+	// Every, and requests in the steady state make no system call at all.
+	// It returns false when docroot cannot be watched; the resolution then
+	// expires after Every. Watch runs before the resolution so that a change
+	// made while it runs is either seen by the resolution or reported.
+	Watch func(docroot string) bool
+
 	// Hooks for tests: each nil field means the real function.
 	Now          func() time.Time                  // time.Now
 	EvalSymlinks func(string) (string, error)      // filepath.EvalSymlinks: the realpath
@@ -125,6 +136,7 @@ type Resolver struct {
 
 	resolutions atomic.Uint64
 	misses      atomic.Uint64
+	lookups     atomic.Uint64
 
 	// hits is written by every cache hit, from every core: keep it off the
 	// cache lines that hits only read (the fields above), or each increment
@@ -139,6 +151,7 @@ type Resolver struct {
 type entry struct {
 	resolved string
 	expires  int64 // in ticks
+	watched  bool  // kept until Forget: expires is math.MaxInt64
 }
 
 // call is one resolution under way. The waiters read resolved and err after
@@ -150,6 +163,7 @@ type call struct {
 	// forgotten is set, under Resolver.mu, by Forget and Flush: the result
 	// predates them, so it must not be cached.
 	forgotten bool
+	watched   bool // Watch took the docroot on
 }
 
 // Resolve returns the directory that docroot resolves to: its realpath, or
@@ -223,16 +237,18 @@ func (r *Resolver) lead(key string, c *call, start int64) {
 			// Valid from the start: the result shows the file system
 			// as it was then, or later.
 			expires := start + int64(r.Every)
-			if expires < start {
-				expires = math.MaxInt64 // a huge Every: cached for good
+			if expires < start || c.watched {
+				expires = math.MaxInt64 // a huge Every, or watched: cached until Forget
 			}
-			r.store(key, &entry{resolved: c.resolved, expires: expires})
+			r.store(key, &entry{resolved: c.resolved, expires: expires, watched: c.watched})
 		}
 		r.mu.Unlock()
 		close(c.done)
 	}()
 	c.err = errResolvePanicked // replaced unless resolve panics
+	watched := r.Watch != nil && r.Watch(key)
 	c.resolved, c.err = r.resolve(key)
+	c.watched = watched
 }
 
 // store adds e under key, first dropping the whole cache if it is full.
@@ -283,9 +299,62 @@ func (r *Resolver) Flush() {
 	r.mu.Unlock()
 }
 
-// Resolutions returns how many times the Resolver went to the file system,
-// failed attempts included. When it stops growing while requests flow, the
-// requests cost no path system calls.
+// Stale reports whether the cache no longer answers resolved for docroot:
+// a Forget, a Flush or the end of Every dropped or replaced the resolution
+// that Resolve returned. A caller that must not use a release that was
+// already replaced (because something may delete it once it looks unused)
+// first makes its use visible, then checks Stale: a Forget then happens
+// either before the check, which sees it, or after the use was visible to
+// whoever checks for users. Without a cache (Every zero or negative) it
+// reports false: there is nothing to compare with. It takes no lock and no
+// system call.
+func (r *Resolver) Stale(docroot, resolved string) bool {
+	if r.Every <= 0 {
+		return false
+	}
+	v, ok := r.cache.Load(docroot)
+	if !ok {
+		return true
+	}
+	e := v.(*entry)
+	return e.resolved != resolved || r.ticks() >= e.expires
+}
+
+// Entry is a resolution in the cache.
+type Entry struct {
+	Docroot, Resolved string
+	// Watched: the resolution is kept until its docroot changes; otherwise
+	// it expires after Every.
+	Watched bool
+}
+
+// Cached returns the resolutions that Resolve would answer from the cache
+// now, expired ones left out, in no particular order. These are the
+// releases that new requests are pinned to until the cache learns of a
+// change.
+func (r *Resolver) Cached() []Entry {
+	now := r.ticks()
+	var out []Entry
+	r.cache.Range(func(k, v any) bool {
+		if e := v.(*entry); now < e.expires {
+			out = append(out, Entry{Docroot: k.(string), Resolved: e.resolved, Watched: e.watched})
+		}
+		return true
+	})
+	return out
+}
+
+// Lookup resolves docroot on the file system now, as Resolve would without
+// a cache, and leaves the cache and Resolutions alone: it is for reports
+// (what does the link point at right now), not for requests.
+func (r *Resolver) Lookup(docroot string) (string, error) {
+	r.lookups.Add(1)
+	return r.resolveFS(docroot)
+}
+
+// Resolutions returns how many times Resolve went to the file system,
+// failed attempts included (Lookup is not counted). When it stops growing
+// while requests flow, the requests cost no path system calls.
 func (r *Resolver) Resolutions() uint64 { return r.resolutions.Load() }
 
 // Hits returns how many Resolve calls were answered from the cache.
@@ -303,9 +372,15 @@ func (r *Resolver) Len() int {
 	return r.entries
 }
 
-// resolve resolves docroot on the file system, without the cache.
+// resolve resolves docroot on the file system, without the cache, and
+// counts it.
 func (r *Resolver) resolve(docroot string) (string, error) {
 	r.resolutions.Add(1)
+	return r.resolveFS(docroot)
+}
+
+// resolveFS resolves docroot on the file system.
+func (r *Resolver) resolveFS(docroot string) (string, error) {
 	if err := checkPath(docroot); err != nil {
 		return "", unresolvable(docroot, err)
 	}

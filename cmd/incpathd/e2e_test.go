@@ -261,3 +261,41 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// php-fpm closes a kept connection whenever a worker reaches
+// pm.max_requests; the pool must notice, or retry, and the user must never
+// see it.
+func TestE2EWorkersRecycled(t *testing.T) {
+	s := startStack(t, stackOptions{
+		fpm:   testenv.FPMOptions{Children: 2, MaxRequests: 2},
+		args:  []string{"--max-conns", "2"},
+		nginx: testenv.NginxOptions{KeepConn: true},
+	})
+	var wg sync.WaitGroup
+	errs := make(chan string, 200)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				resp, err := s.nginx.Client().Get(s.nginx.URL + "/slow.php?ms=0")
+				if err != nil {
+					errs <- err.Error()
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "A" {
+					errs <- resp.Status + " " + string(body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	var failed []string
+	for e := range errs {
+		failed = append(failed, e)
+	}
+	assert.Empty(t, failed, "100 requests with workers recycled every 2")
+}

@@ -48,6 +48,7 @@ type config struct {
 	queueTimeout, shutdownTimeout    time.Duration
 	logFormat, logLevel              string
 	keepHTTPProxy, showVersion       bool
+	releasesConfig
 }
 
 func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
@@ -61,7 +62,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.includePath, "include-path", "", "include_path used when a request carries none, so every request gets a pinned one")
 	fs.StringSliceVar(&c.docrootSAPIs, "docroot-sapi-list", nil, "front ends whose DOCUMENT_ROOT is trusted as already resolved (e.g. nginx with $realpath_root)")
 	fs.StringSliceVar(&c.realpathSAPIs, "realpath-sapi-list", []string{"*"}, "front ends whose DOCUMENT_ROOT incpathd resolves; * for all")
-	fs.DurationVar(&c.realpathEvery, "realpath-every", time.Second, "how long a resolved docroot is cached (mod_realdoc's RealpathEvery); 0 resolves on every request")
+	fs.DurationVar(&c.realpathEvery, "realpath-every", time.Second, "how long a resolved docroot is cached where it cannot be watched (mod_realdoc's RealpathEvery); 0 resolves on every request")
 	fs.StringVar(&c.useReadlink, "use-readlink", "", "readlink only the first symlink at or below PREFIX instead of a full realpath (mod_realdoc's UseReadlink)")
 	fs.Lookup("use-readlink").NoOptDefVal = "/"
 	fs.StringSliceVar(&c.allowRoots, "allow-root", nil, "a resolved docroot must lie at or below one of these (repeatable)")
@@ -79,6 +80,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&c.keepHTTPProxy, "keep-http-proxy", false, "forward the HTTP_PROXY param (dropped by default: httpoxy)")
+	addReleasesFlags(fs, &c.releasesConfig)
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	return fs
 }
@@ -149,7 +151,7 @@ func (c *config) validate() error {
 	if c.useReadlink != "" && !strings.HasPrefix(c.useReadlink, "/") {
 		return fmt.Errorf("--use-readlink: %q is not an absolute path", c.useReadlink)
 	}
-	return nil
+	return c.releasesConfig.validate()
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -207,6 +209,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		switch args[0] {
 		case "serve":
 			args = args[1:]
+		case "drain":
+			return drain(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	return serve(ctx, args, getenv, stdout, stderr, ready)
@@ -253,6 +257,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		},
 		Logger: log,
 	}
+	rel, err := startReleases(c, p.Resolver, log)
+	if err != nil {
+		log.Error("cannot serve the control endpoint", "addr", c.control, "err", err)
+		return 1
+	}
+	defer rel.Close()
+	p.Releases = rel.tracker
 	srv := &fcgi.Server{
 		Handler:        p,
 		MaxParamsBytes: c.maxParamsBytes,

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/incpathd/incpathd/control"
+	"github.com/incpathd/incpathd/inflight"
+	"github.com/incpathd/incpathd/sapi"
+)
+
+// releasesConfig holds the flags for watching docroot links and for the
+// control endpoint that reports which releases are in use.
+type releasesConfig struct {
+	watch              bool
+	control            string
+	controlMode        string
+	controlAllowRemote bool
+}
+
+func addReleasesFlags(fs *pflag.FlagSet, c *releasesConfig) {
+	fs.BoolVar(&c.watch, "watch", true, "watch docroot symlinks (inotify) so a flip is seen by the next request and cached requests make no system call; where watching is not possible, --realpath-every applies")
+	fs.StringVar(&c.control, "control", "", "serve the control endpoint (GET /releases, read by incpathd drain) on unix:/path or a loopback host:port; off if empty")
+	fs.StringVar(&c.controlMode, "control-mode", "0600", "permissions of a unix control socket (octal)")
+	fs.BoolVar(&c.controlAllowRemote, "control-allow-remote", false, "allow --control on a non-loopback TCP address; the endpoint has no authentication")
+}
+
+func (c *releasesConfig) validate() error {
+	if _, err := strconv.ParseUint(c.controlMode, 8, 32); err != nil {
+		return fmt.Errorf("--control-mode: %q is not an octal mode", c.controlMode)
+	}
+	if c.control != "" {
+		if err := control.CheckAddr(c.control, c.controlAllowRemote); err != nil {
+			if errors.Is(err, control.ErrNotLoopback) {
+				return fmt.Errorf("--control: %w; the endpoint has no authentication: add --control-allow-remote to expose it anyway", err)
+			}
+			return fmt.Errorf("--control: %w", err)
+		}
+	}
+	return nil
+}
+
+// releases is the daemon's watcher, in-flight counts and control endpoint.
+type releases struct {
+	watcher *sapi.Watcher
+	tracker *inflight.Tracker // nil without --control: nobody would read it
+	srv     *http.Server
+	done    chan struct{}
+}
+
+// startReleases starts watching r's docroots and, with --control, counting
+// requests per release and serving the control endpoint. It must run before
+// r's first Resolve.
+func startReleases(c *config, r *sapi.Resolver, log *slog.Logger) (*releases, error) {
+	rs := &releases{watcher: &sapi.Watcher{Logger: log, Disabled: !c.watch}}
+	if c.pattern != "" {
+		// Usually the site's docroot link: report its release as in use
+		// before the first request names it.
+		rs.watcher.Remember(c.pattern)
+	}
+	// A failure is logged by the Watcher and leaves it in its fallback.
+	rs.watcher.Start(r)
+	if c.control == "" {
+		return rs, nil
+	}
+	mode, _ := strconv.ParseUint(c.controlMode, 8, 32)
+	l, err := control.Listen(c.control, os.FileMode(mode), c.controlAllowRemote)
+	if err != nil {
+		rs.watcher.Close()
+		return nil, err
+	}
+	rs.tracker = &inflight.Tracker{}
+	src := &control.Source{Releases: rs.tracker, Resolver: r, Watcher: rs.watcher}
+	rs.srv = control.Server(src.Status)
+	rs.srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	rs.done = make(chan struct{})
+	go rs.serveControl(l, log)
+	log.Info("control endpoint listening", "addr", c.control)
+	return rs, nil
+}
+
+// serveControl is the control endpoint's goroutine.
+func (rs *releases) serveControl(l net.Listener, log *slog.Logger) {
+	defer close(rs.done)
+	if err := rs.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("control endpoint stopped", "err", err)
+	}
+}
+
+// Close stops the control endpoint and the watcher.
+func (rs *releases) Close() {
+	if rs.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := rs.srv.Shutdown(ctx); err != nil {
+			rs.srv.Close()
+		}
+		<-rs.done
+	}
+	rs.watcher.Close()
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/incpathd/incpathd/control"
+)
+
+// drainSettle is how many polls in a row must find the release unused: one
+// more poll, an interval later, leaves time for a request that was between
+// its web server and its count (a front end that resolved the docroot
+// itself, or --realpath-every 0) to show up.
+const drainSettle = 2
+
+// drain is `incpathd drain RELEASE`: it polls the daemon's control endpoint
+// until no request in flight uses RELEASE and no docroot leads to it, and
+// exits 0; on timeout it exits 1 and says what still uses it.
+func drain(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("incpathd drain", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.SortFlags = false
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
+	addr := fs.String("control", "", "the daemon's control endpoint (its --control); default $"+envName("control"))
+	interval := fs.Duration("interval", 100*time.Millisecond, "time between polls")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: incpathd drain RELEASE [flags]\n\n"+
+			"Waits until no request in flight uses RELEASE (a release directory, or any path\n"+
+			"at or below it) and no docroot incpathd resolves leads to it, then exits 0.\n"+
+			"Exits 1 if that does not happen within --timeout, naming what still uses it.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 1 || fs.Arg(0) == "" {
+		fmt.Fprintln(stderr, "incpathd drain: name one release, e.g. incpathd drain /srv/site/releases/A")
+		return 2
+	}
+	if *addr == "" {
+		*addr = getenv(envName("control"))
+	}
+	if *addr == "" {
+		fmt.Fprintf(stderr, "incpathd drain: no control endpoint: give --control (the daemon's --control) or set %s\n", envName("control"))
+		return 2
+	}
+	if *interval <= 0 || *timeout <= 0 {
+		fmt.Fprintln(stderr, "incpathd drain: --timeout and --interval must be positive")
+		return 2
+	}
+	forms, err := releaseForms(fs.Arg(0))
+	if err != nil {
+		fmt.Fprintf(stderr, "incpathd drain: %v\n", err)
+		return 2
+	}
+	release := forms[0]
+
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	c := &control.Client{Addr: *addr, Timeout: min(*timeout, 5*time.Second)}
+	defer c.Close()
+	var shown []string
+	settled := 0
+	for {
+		var why []string
+		st, err := c.Status(ctx)
+		if err != nil {
+			why = []string{fmt.Sprintf("cannot read incpathd's control endpoint: %v", err)}
+		} else {
+			why = st.Busy(forms...)
+		}
+		if len(why) == 0 {
+			if settled++; settled >= drainSettle {
+				fmt.Fprintf(stdout, "incpathd drain: %s is drained: no request in flight, no docroot leads to it\n", release)
+				return 0
+			}
+		} else {
+			settled = 0
+			if !slices.Equal(why, shown) {
+				fmt.Fprintf(stderr, "incpathd drain: waiting for %s: %s\n", release, strings.Join(why, "; "))
+				shown = why
+			}
+		}
+		t := time.NewTimer(*interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if len(why) == 0 {
+				why = []string{"it was unused on the last poll, but not yet confirmed"}
+			}
+			what := fmt.Sprintf("timed out after %v", *timeout)
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				what = "interrupted"
+			}
+			fmt.Fprintf(stderr, "incpathd drain: %s: %s is still in use: %s\n", what, release, strings.Join(why, "; "))
+			return 1
+		case <-t.C:
+		}
+	}
+}
+
+// releaseForms returns the release as an absolute, clean path and, if it
+// differs and exists, its realpath: incpathd reports resolved paths.
+func releaseForms(arg string) ([]string, error) {
+	abs, err := filepath.Abs(arg)
+	if err != nil {
+		return nil, err
+	}
+	forms := []string{abs}
+	if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
+		forms = append(forms, real)
+	}
+	return forms, nil
+}

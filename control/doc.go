@@ -1,0 +1,25 @@
+// Package control is incpathd's local control endpoint: HTTP with JSON on a
+// unix socket (mode 0600 by default) or a loopback port, off unless
+// configured. It answers one question for deploy tools: which releases are
+// still in use, by requests in flight or as the target of a docroot link,
+// so that old releases are deleted only once nothing uses them.
+//
+//	GET /releases
+//
+//	{
+//	  "releases": [{"path": "/srv/site/releases/A", "in_flight": 2}],
+//	  "links": [{"docroot": "/srv/site/current", "target": "/srv/site/releases/B",
+//	             "cached": "/srv/site/releases/B", "watched": true}],
+//	  "resolver": {"resolutions": 3, "hits": 51234, "misses": 3, "watching": true, ...}
+//	}
+//
+// releases lists the releases with requests in flight (by resolved
+// docroot); links lists the docroots incpathd resolves, with where each
+// points on disk now (target) and what new requests are pinned to until
+// incpathd sees a change (cached). Client reads it; Status.Busy tells
+// whether a release may go.
+//
+// The endpoint is read-only and unauthenticated: it shows server paths, so
+// it listens only where local users with the socket's permissions, or
+// loopback clients, reach it.
+package control
