@@ -109,7 +109,7 @@ func (p *Proxy) pin(dst, in []fcgi.Pair) ([]fcgi.Pair, pinned, error) {
 		return dst, pinned{}, &Error{Status: 500, Reason: "no DOCUMENT_ROOT from the web server", Err: errNoDocroot}
 	}
 	if err := checkDocroot(from); err != nil {
-		return dst, err
+		return dst, pinned{}, err
 	}
 	to := from
 	pin := pinned{release: from}
@@ -126,7 +126,7 @@ func (p *Proxy) pin(dst, in []fcgi.Pair) ([]fcgi.Pair, pinned, error) {
 	}
 	if err := p.checkAllowed(to, out[len(dst):]); err != nil {
 		clear(out[len(dst):])
-		return dst, err
+		return dst, pinned{}, err
 	}
 	p.stats.Pinned.Add(1)
 	return out, pin, nil

@@ -91,8 +91,8 @@ func eventually(d time.Duration, cond func() bool) bool {
 	return true
 }
 
-// sample is one request of a load run.
-type sample struct {
+// loadSample is one request of a load run.
+type loadSample struct {
 	start, end time.Time
 	code       int // 0: transport error
 	err        error
@@ -100,10 +100,10 @@ type sample struct {
 
 // load runs GETs of path(i) from clients goroutines until total requests
 // have been sent or ctx ends, and returns every request's sample.
-func load(ctx context.Context, client *http.Client, base string, clients, total int, path func(i int) string) []sample {
+func load(ctx context.Context, client *http.Client, base string, clients, total int, path func(i int) string) []loadSample {
 	var (
 		mu   sync.Mutex
-		out  []sample
+		out  []loadSample
 		next int
 		wg   sync.WaitGroup
 	)
@@ -117,7 +117,7 @@ func load(ctx context.Context, client *http.Client, base string, clients, total 
 				if total > 0 && i >= total {
 					return
 				}
-				s := sample{start: time.Now()}
+				s := loadSample{start: time.Now()}
 				resp, err := client.Get(base + path(i))
 				if err == nil {
 					_, err = io.Copy(io.Discard, resp.Body)
@@ -141,7 +141,7 @@ func load(ctx context.Context, client *http.Client, base string, clients, total 
 }
 
 // codes counts samples by status code (0 for transport errors).
-func codes(samples []sample) map[int]int {
+func codes(samples []loadSample) map[int]int {
 	m := map[int]int{}
 	for _, s := range samples {
 		m[s.code]++
@@ -149,7 +149,7 @@ func codes(samples []sample) map[int]int {
 	return m
 }
 
-func maxLatency(samples []sample) time.Duration {
+func maxLatency(samples []loadSample) time.Duration {
 	var d time.Duration
 	for _, s := range samples {
 		d = max(d, s.end.Sub(s.start))
@@ -186,7 +186,7 @@ func TestFaultFPMKilledMidLoad(t *testing.T) {
 		}
 		return "/index.php"
 	}
-	done := make(chan []sample, 1)
+	done := make(chan []loadSample, 1)
 	go func() { done <- load(ctx, s.nginx.Client(), s.nginx.URL, 4, 0, paths) }()
 
 	time.Sleep(700 * time.Millisecond)
@@ -199,7 +199,7 @@ func TestFaultFPMKilledMidLoad(t *testing.T) {
 	cancel()
 	samples := <-done
 
-	var before, inFlight, down, after []sample
+	var before, inFlight, down, after []loadSample
 	for _, x := range samples {
 		switch {
 		case x.end.Before(killed):
