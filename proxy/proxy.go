@@ -149,7 +149,7 @@ func param(params []fcgi.Pair, name string) string {
 // connection that fails before the first response byte is replaced once by
 // a fresh one: php-fpm closes kept connections when it recycles a worker.
 func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, params []fcgi.Pair) error {
-	replayable := r.Body.Done()
+	bodyDone := r.Body.Done() // before the body streams
 	for attempt := 0; ; attempt++ {
 		var uc *fcgi.Conn
 		var reused bool
@@ -169,7 +169,8 @@ func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, params []fcgi.P
 			return nil
 		}
 		p.Pool.Discard(uc)
-		if reused && !started && replayable && attempt == 0 && r.Context().Err() == nil {
+		if reused && !started && attempt == 0 && r.Context().Err() == nil &&
+			replayable(bodyDone, param(r.Params, "REQUEST_METHOD")) {
 			p.stats.Retries.Add(1)
 			continue
 		}
