@@ -159,32 +159,6 @@ func (p *Pool) Get(ctx context.Context) (c *Conn, reused bool, err error) {
 	return nil, false, err
 }
 
-// GetFresh is Get for a request that just failed on a reused connection:
-// it never returns a connection that served a request before, since idle
-// ones may be closing for the same reason (php-fpm recycling its workers
-// closes kept connections right after END_REQUEST, before the liveness
-// check can tell). An idle or handed-back connection is closed to make room
-// for the new one.
-func (p *Pool) GetFresh(ctx context.Context) (*Conn, error) {
-	p.mu.Lock()
-	if n := len(p.idle); n > 0 && !p.closed {
-		c := p.idle[0] // the oldest: the likeliest to be gone
-		p.idle = p.idle[1:]
-		p.mu.Unlock()
-		c.nc.Close()
-		c, _, err := p.dial(ctx) // in c's slot
-		return c, err
-	}
-	p.mu.Unlock()
-	c, reused, err := p.Get(ctx)
-	if err != nil || !reused {
-		return c, err
-	}
-	c.nc.Close()
-	c, _, err = p.dial(ctx)
-	return c, err
-}
-
 // handed takes what Put or Discard gave a waiter: a live connection, or nil
 // for a free slot to dial into.
 func (p *Pool) handed(ctx context.Context, c *Conn) (*Conn, bool, error) {

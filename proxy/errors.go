@@ -47,8 +47,9 @@ func classify(err error) (status int, reason string) {
 
 // fail answers a request that could not be served. A response already under
 // way cannot be replaced, so its connection is dropped instead; a web server
-// that went away gets nothing.
-func (p *Proxy) fail(w *fcgi.ResponseWriter, r *fcgi.Request, err error) {
+// that went away gets nothing. It returns the status to report, or 0 when
+// the application's own response went out whole.
+func (p *Proxy) fail(w *fcgi.ResponseWriter, r *fcgi.Request, err error) int {
 	p.stats.Failed.Add(1)
 	status, reason := classify(err)
 	var started *startedError
@@ -63,15 +64,15 @@ func (p *Proxy) fail(w *fcgi.ResponseWriter, r *fcgi.Request, err error) {
 	switch {
 	case errors.Is(err, errBodyUnread):
 		log.Debug("application answered before reading the whole body", attrs...)
-		return
+		return 0
 	case status == 499:
 		log.Info("request aborted by the web server", attrs...)
 		w.Abandon()
-		return
+		return status
 	case errors.As(err, &started):
 		log.Error("upstream failed mid-response", attrs...)
 		w.Abandon()
-		return
+		return status
 	case status >= 500:
 		log.Error("request failed", attrs...)
 	default:
@@ -87,6 +88,7 @@ func (p *Proxy) fail(w *fcgi.ResponseWriter, r *fcgi.Request, err error) {
 	b = append(b, '\n')
 	w.Write(b)
 	w.End(0, fcgi.StatusRequestComplete)
+	return status
 }
 
 func statusText(code int) string {

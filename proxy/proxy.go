@@ -32,11 +32,14 @@ type Proxy struct {
 	Resolver *sapi.Resolver
 	// Rewrite says how params are pinned.
 	Rewrite rewrite.Config
-	// Logger receives one line per failed request. If nil, slog.Default().
+	// Logger receives one line per failed request, and at debug level one
+	// line per request. If nil, slog.Default().
 	Logger *slog.Logger
 	// Releases, if not nil, counts the requests in flight per release (the
 	// resolved docroot), for drains.
 	Releases *inflight.Tracker
+	// Observer, if not nil, is told about every finished request.
+	Observer Observer
 
 	initOnce sync.Once
 	stats    Stats
@@ -76,19 +79,26 @@ func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
 	p.stats.Requests.Add(1)
 	p.stats.InFlight.Add(1)
 	defer p.stats.InFlight.Add(-1)
+	var x exchange
+	p.begin(&x)
 
 	buf := pairsPool.Get().(*[]fcgi.Pair)
-	params, counter, err := p.pinCounted((*buf)[:0], r.Params)
+	params, counter, err := p.pinCounted((*buf)[:0], r.Params, &x)
 	defer counter.Done()
 	if err == nil {
-		err = p.forward(w, r, params)
+		err = p.forward(w, r, params, &x)
 	}
 	clear(params)
 	*buf = params[:0]
 	pairsPool.Put(buf)
 	if err != nil {
-		p.fail(w, r, err)
+		if status := p.fail(w, r, err); status != 0 {
+			x.status = status
+		} else {
+			err = nil // the application's response went out whole
+		}
 	}
+	p.finish(r, &x, err)
 }
 
 // pinned says where a request was pinned: release is the docroot it runs
@@ -97,8 +107,9 @@ func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
 type pinned struct{ docroot, release string }
 
 // pin decides the request's release and rewrites its params into dst.
-func (p *Proxy) pin(dst, in []fcgi.Pair) ([]fcgi.Pair, pinned, error) {
+func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, error) {
 	name := sapi.Name(in)
+	x.frontEnd = name
 	mode := p.Policy.Mode(name)
 	if mode == sapi.Passthrough {
 		p.stats.Passthrough.Add(1)
@@ -128,6 +139,7 @@ func (p *Proxy) pin(dst, in []fcgi.Pair) ([]fcgi.Pair, pinned, error) {
 		clear(out[len(dst):])
 		return dst, pinned{}, err
 	}
+	x.release = to
 	p.stats.Pinned.Add(1)
 	return out, pin, nil
 }
@@ -148,7 +160,7 @@ func param(params []fcgi.Pair, name string) string {
 // forward sends the request upstream and streams the answer back. A reused
 // connection that fails before the first response byte is replaced once by
 // a fresh one: php-fpm closes kept connections when it recycles a worker.
-func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, params []fcgi.Pair) error {
+func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, params []fcgi.Pair, x *exchange) error {
 	bodyDone := r.Body.Done() // before the body streams
 	for attempt := 0; ; attempt++ {
 		var uc *fcgi.Conn
@@ -158,12 +170,12 @@ func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, params []fcgi.P
 			uc, reused, err = p.Pool.Get(r.Context())
 		} else {
 			// Not another idle connection: it may be closing too.
-			uc, err = p.Pool.GetFresh(r.Context())
+			uc, err = p.Pool.Fresh(r.Context())
 		}
 		if err != nil {
 			return err
 		}
-		started, err := p.roundTrip(w, r, uc, params)
+		started, err := p.roundTrip(w, r, uc, params, x)
 		if err == nil {
 			p.Pool.Put(uc)
 			return nil
@@ -190,7 +202,7 @@ func (e *startedError) Unwrap() error { return e.error }
 // roundTrip runs one request on uc. started reports whether any response
 // record was passed to the web server. A nil error means END_REQUEST came
 // and uc can be reused.
-func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, uc *fcgi.Conn, params []fcgi.Pair) (started bool, err error) {
+func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, uc *fcgi.Conn, params []fcgi.Pair, x *exchange) (started bool, err error) {
 	nc := uc.NetConn()
 	nc.SetDeadline(time.Time{})
 	uc.W.WriteBeginRequest(upstreamID, fcgi.RoleResponder, fcgi.FlagKeepConn)
@@ -253,6 +265,9 @@ func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, uc *fcgi.Conn
 				continue
 			}
 			started = true
+			if h.Type == fcgi.TypeStdout {
+				x.stdout(content)
+			}
 			if err := w.WriteRecord(h.Type, content); err != nil {
 				return started, fmt.Errorf("%w: %w", fcgi.ErrClientGone, err)
 			}

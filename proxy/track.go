@@ -17,9 +17,9 @@ const repinAttempts = 3
 // dropped is pinned again: either the drain sees the count, or the request
 // never uses the old release. With the same reasoning, the counter must be
 // Done only after the request has ended upstream.
-func (p *Proxy) pinCounted(dst, in []fcgi.Pair) ([]fcgi.Pair, *inflight.Counter, error) {
+func (p *Proxy) pinCounted(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, *inflight.Counter, error) {
 	for attempt := 1; ; attempt++ {
-		out, pin, err := p.pin(dst, in)
+		out, pin, err := p.pin(dst, in, x)
 		if err != nil || p.Releases == nil {
 			return out, nil, err
 		}

@@ -18,7 +18,7 @@ import (
 func TestPinCounted(t *testing.T) {
 	current, a, _ := site(t)
 	p := &Proxy{Resolver: &sapi.Resolver{Every: time.Hour}, Releases: &inflight.Tracker{}}
-	out, c, err := p.pinCounted(nil, nginxParams(current))
+	out, c, err := p.pinCounted(nil, nginxParams(current), &exchange{})
 	require.NoError(t, err)
 	assert.Equal(t, a, c.Release())
 	assert.Equal(t, a, param(out, "DOCUMENT_ROOT"))
@@ -28,20 +28,20 @@ func TestPinCounted(t *testing.T) {
 
 	// Not pinned, not counted.
 	p.Policy = sapi.Policy{RealpathList: []string{}}
-	_, c, err = p.pinCounted(nil, nginxParams(current))
+	_, c, err = p.pinCounted(nil, nginxParams(current), &exchange{})
 	require.NoError(t, err)
 	assert.Nil(t, c)
 
 	// Trusted docroots are counted as sent.
 	p.Policy = sapi.Policy{DocrootList: []string{"nginx"}}
-	_, c, err = p.pinCounted(nil, nginxParams(a))
+	_, c, err = p.pinCounted(nil, nginxParams(a), &exchange{})
 	require.NoError(t, err)
 	assert.Equal(t, a, c.Release())
 	c.Done()
 
 	// Without a Tracker nothing is counted.
 	p = &Proxy{Resolver: &sapi.Resolver{Every: time.Hour}}
-	_, c, err = p.pinCounted(nil, nginxParams(current))
+	_, c, err = p.pinCounted(nil, nginxParams(current), &exchange{})
 	require.NoError(t, err)
 	assert.Nil(t, c)
 }
@@ -66,7 +66,7 @@ func TestPinCountedRepinsAfterForget(t *testing.T) {
 		return got, err
 	}
 	p := &Proxy{Resolver: r, Releases: &inflight.Tracker{}}
-	out, c, err := p.pinCounted(nil, nginxParams(current))
+	out, c, err := p.pinCounted(nil, nginxParams(current), &exchange{})
 	require.NoError(t, err)
 	require.Equal(t, 2, calls)
 	assert.Equal(t, b, c.Release())

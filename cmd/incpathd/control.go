@@ -52,7 +52,8 @@ func (c *releasesConfig) validate() error {
 // releases is the daemon's watcher, in-flight counts and control endpoint.
 type releases struct {
 	watcher *sapi.Watcher
-	tracker *inflight.Tracker // nil without --control: nobody would read it
+	tracker *inflight.Tracker // nil without --control or --metrics: nobody would read it
+	source  *control.Source   // likewise
 	srv     *http.Server
 	done    chan struct{}
 }
@@ -69,6 +70,12 @@ func startReleases(c *config, r *sapi.Resolver, log *slog.Logger) (*releases, er
 	}
 	// A failure is logged by the Watcher and leaves it in its fallback.
 	rs.watcher.Start(r)
+	if c.control == "" && c.ops.metrics == "" {
+		return rs, nil
+	}
+	// Someone reads the counts: the control endpoint, the metrics, or both.
+	rs.tracker = &inflight.Tracker{}
+	rs.source = &control.Source{Releases: rs.tracker, Resolver: r, Watcher: rs.watcher}
 	if c.control == "" {
 		return rs, nil
 	}
@@ -78,9 +85,7 @@ func startReleases(c *config, r *sapi.Resolver, log *slog.Logger) (*releases, er
 		rs.watcher.Close()
 		return nil, err
 	}
-	rs.tracker = &inflight.Tracker{}
-	src := &control.Source{Releases: rs.tracker, Resolver: r, Watcher: rs.watcher}
-	rs.srv = control.Server(src.Status)
+	rs.srv = control.Server(rs.source.Status)
 	rs.srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	rs.done = make(chan struct{})
 	go rs.serveControl(l, log)
@@ -107,4 +112,31 @@ func (rs *releases) Close() {
 		<-rs.done
 	}
 	rs.watcher.Close()
+}
+
+// inFlight reports the requests in flight per release, for the metrics.
+func (rs *releases) inFlight() map[string]int64 {
+	if rs == nil || rs.tracker == nil {
+		return nil
+	}
+	out := make(map[string]int64)
+	for _, r := range rs.tracker.Snapshot() {
+		out[r.Path] = r.InFlight
+	}
+	return out
+}
+
+// targets reports where each known docroot link points now, for the
+// metrics. It resolves on the file system: once per scrape, not per request.
+func (rs *releases) targets() map[string]string {
+	if rs == nil || rs.source == nil {
+		return nil
+	}
+	out := make(map[string]string)
+	for _, l := range rs.source.Status().Links {
+		if l.Target != "" {
+			out[l.Docroot] = l.Target
+		}
+	}
+	return out
 }

@@ -98,9 +98,9 @@ type loadSample struct {
 	err        error
 }
 
-// load runs GETs of path(i) from clients goroutines until total requests
+// runLoad runs GETs of path(i) from clients goroutines until total requests
 // have been sent or ctx ends, and returns every request's sample.
-func load(ctx context.Context, client *http.Client, base string, clients, total int, path func(i int) string) []loadSample {
+func runLoad(ctx context.Context, client *http.Client, base string, clients, total int, path func(i int) string) []loadSample {
 	var (
 		mu   sync.Mutex
 		out  []loadSample
@@ -187,7 +187,7 @@ func TestFaultFPMKilledMidLoad(t *testing.T) {
 		return "/index.php"
 	}
 	done := make(chan []loadSample, 1)
-	go func() { done <- load(ctx, s.nginx.Client(), s.nginx.URL, 4, 0, paths) }()
+	go func() { done <- runLoad(ctx, s.nginx.Client(), s.nginx.URL, 4, 0, paths) }()
 
 	time.Sleep(700 * time.Millisecond)
 	killed := time.Now()
@@ -251,7 +251,7 @@ func TestFaultMaxRequestsRecycling(t *testing.T) {
 		nginx: testenv.NginxOptions{KeepConn: true},
 	})
 	start := time.Now()
-	samples := load(context.Background(), s.nginx.Client(), s.nginx.URL, 4, total, func(i int) string {
+	samples := runLoad(context.Background(), s.nginx.Client(), s.nginx.URL, 4, total, func(i int) string {
 		if i%5 == 0 {
 			return "/big.php?bytes=200000"
 		}
@@ -299,7 +299,7 @@ func TestFaultSaturated(t *testing.T) {
 		}
 	}()
 	const clients, total = 32, 160
-	samples := load(context.Background(), s.nginx.Client(), s.nginx.URL, clients, total, func(int) string {
+	samples := runLoad(context.Background(), s.nginx.Client(), s.nginx.URL, clients, total, func(int) string {
 		return "/slow.php?ms=1000"
 	})
 	close(stop)

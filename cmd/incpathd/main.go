@@ -30,6 +30,7 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	restartable = true
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil))
 }
 
@@ -49,6 +50,11 @@ type config struct {
 	logFormat, logLevel              string
 	keepHTTPProxy, showVersion       bool
 	releasesConfig
+	ops opsConfig
+
+	flags *pflag.FlagSet    // for --print-config
+	from  map[string]string // flag name -> fromEnv or fromFlag
+	args  []string          // positional arguments
 }
 
 func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
@@ -82,6 +88,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.BoolVar(&c.keepHTTPProxy, "keep-http-proxy", false, "forward the HTTP_PROXY param (dropped by default: httpoxy)")
 	addReleasesFlags(fs, &c.releasesConfig)
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
+	addOpsFlags(fs, &c.ops)
 	return fs
 }
 
@@ -102,8 +109,12 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	c.flags, c.from, c.args = fs, map[string]string{}, fs.Args()
 	var envErr error
 	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			c.from[f.Name] = fromFlag
+		}
 		v := getenv(envName(f.Name))
 		if f.Changed || v == "" || envErr != nil {
 			return
@@ -111,6 +122,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 		if err := fs.Set(f.Name, v); err != nil {
 			envErr = fmt.Errorf("invalid value %q for %s (--%s): %w", v, envName(f.Name), f.Name, err)
 		}
+		c.from[f.Name] = fromEnv
 	})
 	if envErr != nil {
 		return nil, envErr
@@ -151,7 +163,10 @@ func (c *config) validate() error {
 	if c.useReadlink != "" && !strings.HasPrefix(c.useReadlink, "/") {
 		return fmt.Errorf("--use-readlink: %q is not an absolute path", c.useReadlink)
 	}
-	return c.releasesConfig.validate()
+	if err := c.releasesConfig.validate(); err != nil {
+		return err
+	}
+	return c.ops.validate()
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -211,6 +226,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			args = args[1:]
 		case "drain":
 			return drain(ctx, args[1:], getenv, stdout, stderr)
+		case "maintenance":
+			return maintenanceCmd(args[1:], getenv, stdout, stderr)
 		}
 	}
 	return serve(ctx, args, getenv, stdout, stderr, ready)
@@ -228,6 +245,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	if c.showVersion {
 		fmt.Fprintf(stdout, "incpathd %s\n", version)
+		return 0
+	}
+	if c.ops.printConfig {
+		printConfig(c, stdout)
 		return 0
 	}
 	log := newLogger(c, stderr)
@@ -273,36 +294,43 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		IdleTimeout:    c.idleTimeout,
 		Logger:         log,
 	}
-	l, err := listen(c.listen, c.listenMode)
+	d, err := startDaemon(c, getenv, log, pool, p, srv, rel)
 	if err != nil {
-		log.Error("cannot listen", "addr", c.listen, "err", err)
+		log.Error("cannot start", "listen", c.listen, "err", err)
 		return 1
 	}
-	log.Info("incpathd serving", "version", version, "listen", l.Addr().String(), "upstream", c.upstream,
-		"realpath_every", c.realpathEvery, "pattern", c.pattern)
+	defer d.close()
+	log.Info("incpathd serving", "version", version, "listen", d.listeners[0].Addr().String(), "upstream", c.upstream,
+		"realpath_every", c.realpathEvery, "pattern", c.pattern, "metrics", d.httpAddr, "pid", os.Getpid())
 	if testHookServing != nil {
 		testHookServing(pool, srv)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(l) }()
-	if ready != nil {
-		ready <- l.Addr().String()
+	errc := make(chan error, len(d.listeners))
+	for _, l := range d.listeners {
+		go func() { errc <- srv.Serve(l) }()
 	}
+	d.ready()
+	if ready != nil {
+		ready <- d.listeners[0].Addr().String()
+	}
+	serving := len(d.listeners)
 	select {
 	case err := <-errc:
 		log.Error("serving stopped", "err", err)
 		return 1
 	case <-ctx.Done():
+	case <-d.lc.upgraded():
 	}
+	d.stopping()
 	log.Info("shutting down", "timeout", c.shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown timed out; requests still in flight were cut", "err", err)
 	}
-	<-errc
-	if path, ok := strings.CutPrefix(c.listen, "unix:"); ok {
-		os.Remove(path)
+	for range serving {
+		<-errc
 	}
+	d.shutdown(sctx)
 	return 0
 }

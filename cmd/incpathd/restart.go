@@ -1,0 +1,358 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/cloudflare/tableflip"
+)
+
+// restartable is set by main: this process is incpathd itself, so it may
+// own SIGHUP and replace itself. Tests that call run in-process leave it
+// false and get plain listeners.
+var restartable bool
+
+// lifecycle owns the listening sockets across restarts. On SIGHUP it starts
+// the binary at os.Args[0] again (a new build, if one was put there) with
+// the same arguments and environment, hands it the sockets, and once the
+// new process is ready lets this one drain and exit: no connection is
+// refused and no request is cut. It also takes sockets from systemd
+// (LISTEN_FDS) and tells systemd about readiness (NOTIFY_SOCKET).
+type lifecycle struct {
+	log     *slog.Logger
+	upg     *tableflip.Upgrader // nil when not restartable
+	pidFile string
+
+	systemd []sdSocket // sockets systemd passed, in descriptor order
+
+	mu       sync.Mutex
+	owned    []string // unix socket paths this process created
+	hup      chan os.Signal
+	done     chan struct{} // closed by stopping
+	stopOnce sync.Once
+	handed   atomic.Bool   // a successor took over
+	handover chan struct{} // closed then
+}
+
+func newLifecycle(c *config, getenv func(string) string, log *slog.Logger) (*lifecycle, error) {
+	lc := &lifecycle{log: log, pidFile: c.ops.pidFile, handover: make(chan struct{})}
+	if restartable {
+		upg, err := tableflip.New(tableflip.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("restart support: %w", err)
+		}
+		lc.upg = upg
+		// Caught from the start: SIGHUP's default action kills, and systemd
+		// may reload as soon as the pid file appears. A signal that comes
+		// before ready waits for it.
+		lc.hup = make(chan os.Signal, 1)
+		signal.Notify(lc.hup, syscall.SIGHUP)
+	}
+	sd, err := systemdListeners(getenv, os.Getpid())
+	if err != nil {
+		lc.close(false)
+		return nil, err
+	}
+	lc.systemd = sd
+	return lc, nil
+}
+
+// fcgiListeners opens the sockets the web server connects to: the ones a
+// previous incpathd handed over, else the ones systemd passed (all but one
+// named "metrics"), else --listen.
+func (lc *lifecycle) fcgiListeners(c *config) ([]net.Listener, error) {
+	var out []net.Listener
+	if lc.upg != nil {
+		for i := 0; ; i++ {
+			l, err := lc.upg.Fds.Listener("systemd", "fcgi"+strconv.Itoa(i))
+			if err != nil {
+				closeAll(out)
+				return nil, err
+			}
+			if l == nil {
+				break
+			}
+			out = append(out, l)
+		}
+		if len(out) > 0 {
+			return out, nil
+		}
+	}
+	for _, s := range lc.systemd {
+		if s.name == "metrics" {
+			continue
+		}
+		if err := lc.keep("systemd", "fcgi"+strconv.Itoa(len(out)), s.l); err != nil {
+			return nil, err
+		}
+		out = append(out, s.l)
+	}
+	if len(out) > 0 {
+		lc.log.Info("using sockets from systemd; --listen is ignored", "count", len(out))
+		return out, nil
+	}
+	l, err := lc.listen(c.listen, c.listenMode)
+	if err != nil {
+		return nil, err
+	}
+	return []net.Listener{l}, nil
+}
+
+// metricsListener opens --metrics, or takes the socket systemd passed as
+// "metrics".
+func (lc *lifecycle) metricsListener(c *config) (net.Listener, error) {
+	if lc.upg != nil {
+		if l, err := lc.upg.Fds.Listener("systemd", "metrics"); l != nil || err != nil {
+			return l, err
+		}
+	}
+	for _, s := range lc.systemd {
+		if s.name == "metrics" {
+			return s.l, lc.keep("systemd", "metrics", s.l)
+		}
+	}
+	if c.ops.metrics == "" {
+		return nil, nil
+	}
+	addr, err := metricsAddr(c.ops.metrics)
+	if err != nil {
+		return nil, err
+	}
+	return lc.listen(addr, c.ops.metricsMode)
+}
+
+// listen opens addr ("host:port" or "unix:/path"), or takes it over from
+// the process this one replaces.
+func (lc *lifecycle) listen(addr, mode string) (net.Listener, error) {
+	network, key := "tcp", addr
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, key = "unix", path
+	}
+	if lc.upg == nil {
+		l, err := listen(addr, mode)
+		if err == nil && network == "unix" {
+			lc.own(key)
+		}
+		return l, err
+	}
+	created := false
+	l, err := lc.upg.Fds.ListenWithCallback(network, key, func(string, string) (net.Listener, error) {
+		created = true
+		return listen(addr, mode)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if !created {
+		lc.log.Debug("took over socket", "addr", addr)
+	}
+	return l, nil
+}
+
+// keep registers a socket systemd passed, so that a restart hands it on.
+func (lc *lifecycle) keep(network, name string, l net.Listener) error {
+	if lc.upg == nil {
+		return nil
+	}
+	tl, ok := l.(tableflip.Listener)
+	if !ok {
+		return fmt.Errorf("systemd socket %s: %T cannot be handed over", name, l)
+	}
+	return lc.upg.Fds.AddListener(network, name, tl)
+}
+
+func (lc *lifecycle) own(path string) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	lc.owned = append(lc.owned, path)
+}
+
+// ready reports that this process serves: the pid file, systemd, and the
+// process this one replaces, which then drains and exits. From then on
+// SIGHUP restarts.
+func (lc *lifecycle) ready() error {
+	if lc.pidFile != "" {
+		if err := writePIDFile(lc.pidFile, os.Getpid()); err != nil {
+			return fmt.Errorf("--pid-file: %w", err)
+		}
+	}
+	if lc.upg != nil {
+		if err := lc.upg.Ready(); err != nil {
+			return err
+		}
+		lc.done = make(chan struct{})
+		go lc.restartOnHUP(lc.hup, lc.done)
+	}
+	sdNotify("READY=1\nMAINPID=" + strconv.Itoa(os.Getpid()))
+	return nil
+}
+
+// restartOnHUP is the restart goroutine: each SIGHUP starts a successor;
+// when one is ready, upgraded() is closed and the goroutine ends.
+func (lc *lifecycle) restartOnHUP(hup <-chan os.Signal, done <-chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		case <-hup:
+		}
+		exe, _ := filepath.Abs(os.Args[0])
+		lc.log.Info("SIGHUP: starting a new incpathd to take over the sockets", "exe", exe)
+		sdNotify("RELOADING=1")
+		if err := lc.upg.Upgrade(); err != nil {
+			lc.log.Error("restart failed; this process keeps serving", "err", err)
+			sdNotify("READY=1")
+			continue
+		}
+		lc.handed.Store(true)
+		close(lc.handover)
+		lc.log.Info("the new incpathd is ready; draining this one")
+		return
+	}
+}
+
+// upgraded is closed once a successor serves.
+func (lc *lifecycle) upgraded() <-chan struct{} { return lc.handover }
+
+// wasUpgraded reports whether a successor took over.
+func (lc *lifecycle) wasUpgraded() bool { return lc.handed.Load() }
+
+// stopping tells systemd and the restart goroutine that this process is
+// going away; before the drain, so that no restart starts during it.
+func (lc *lifecycle) stopping() {
+	lc.stopOnce.Do(func() {
+		// SIGHUP stays caught, and is now dropped: its default action would
+		// kill the drain.
+		if lc.done != nil {
+			close(lc.done)
+		}
+	})
+	if !lc.wasUpgraded() {
+		sdNotify("STOPPING=1")
+		if lc.upg != nil {
+			lc.upg.Stop() // also unlinks the unix sockets it knows
+		}
+	}
+}
+
+// close releases what this process owns: after a restart the successor
+// owns the sockets and the pid file, so they stay.
+func (lc *lifecycle) close(upgraded bool) {
+	if upgraded {
+		return
+	}
+	if lc.upg != nil {
+		lc.upg.Stop()
+	}
+	lc.mu.Lock()
+	for _, p := range lc.owned {
+		os.Remove(p)
+	}
+	lc.mu.Unlock()
+	for _, s := range lc.systemd {
+		s.l.Close()
+	}
+	if lc.pidFile != "" {
+		if b, err := os.ReadFile(lc.pidFile); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+			os.Remove(lc.pidFile)
+		}
+	}
+}
+
+// writePIDFile writes pid to path through a temporary file and a rename, so
+// that systemd never reads half a number.
+func writePIDFile(path string, pid int) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = fmt.Fprintf(f, "%d\n", pid)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// sdSocket is a listening socket systemd passed, with its
+// FileDescriptorName.
+type sdSocket struct {
+	name string
+	l    net.Listener
+}
+
+// systemdListeners takes the sockets systemd passed (sd_listen_fds(3)):
+// LISTEN_FDS descriptors from 3 on, named by LISTEN_FDNAMES, meant for
+// this process only if LISTEN_PID is its pid, as systemd checks: a child
+// that inherited the variables must not take its parent's descriptors. The
+// variables are then removed, so that no child of ours does.
+func systemdListeners(getenv func(string) string, pid int) ([]sdSocket, error) {
+	n, err := strconv.Atoi(getenv("LISTEN_FDS"))
+	if err != nil || n < 1 || getenv("LISTEN_PID") != strconv.Itoa(pid) {
+		return nil, nil
+	}
+	names := strings.Split(getenv("LISTEN_FDNAMES"), ":")
+	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(v)
+	}
+	const first = 3 // SD_LISTEN_FDS_START
+	var out []sdSocket
+	for i := range n {
+		fd := first + i
+		syscall.CloseOnExec(fd)
+		name := ""
+		if i < len(names) {
+			name = names[i]
+		}
+		f := os.NewFile(uintptr(fd), "systemd:"+name)
+		l, err := net.FileListener(f)
+		f.Close() // FileListener made its own copy
+		if err != nil {
+			for _, s := range out {
+				s.l.Close()
+			}
+			return nil, fmt.Errorf("LISTEN_FDS: descriptor %d (%q) is not a listening socket: %w", fd, name, err)
+		}
+		out = append(out, sdSocket{name, l})
+	}
+	return out, nil
+}
+
+// sdNotify sends a state to systemd's notification socket, if there is one
+// (sd_notify(3)); an error is not worth failing over.
+func sdNotify(state string) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return
+	}
+	if addr[0] == '@' {
+		addr = "\x00" + addr[1:] // abstract namespace
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	c.Write([]byte(state))
+}
+
+func closeAll(ls []net.Listener) {
+	for _, l := range ls {
+		l.Close()
+	}
+}

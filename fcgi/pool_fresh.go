@@ -1,0 +1,19 @@
+package fcgi
+
+import "context"
+
+// Fresh returns a newly dialed connection, never a kept one, in one of the
+// pool's slots: a health check that must prove the application server
+// still accepts connections. It waits for a slot as Get does; if Get hands
+// it a kept connection, that one is closed and a new one dialed in its
+// place, so MaxConns holds. Give the connection back with Put or Discard
+// as usual.
+func (p *Pool) Fresh(ctx context.Context) (*Conn, error) {
+	c, reused, err := p.Get(ctx)
+	if err != nil || !reused {
+		return c, err
+	}
+	c.nc.Close()
+	c, _, err = p.dial(ctx) // in the slot c held; dial frees it on failure
+	return c, err
+}
