@@ -32,8 +32,8 @@ func DecodeParams(dst []Pair, b []byte) ([]Pair, error) {
 // pairs cannot grow dst without bound.
 func decodeParams(dst []Pair, b []byte, max int) ([]Pair, error) {
 	s := string(b)
-	for n := 0; len(s) > 0; n++ {
-		if n == max {
+	for count := 0; len(s) > 0; count++ {
+		if count == max {
 			return dst, fmt.Errorf("%w: more than %d params", ErrParamsTooLarge, max)
 		}
 		nl, n, ok := pairLen(s)

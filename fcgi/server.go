@@ -62,8 +62,10 @@ type Server struct {
 	// it waits in the listen queue. It is also what FCGI_GET_VALUES reports
 	// for FCGI_MAX_CONNS and FCGI_MAX_REQS. If zero, 1024.
 	MaxConns int
-	// ReadTimeout bounds the wait for each part of a request (its params,
-	// each body record). If zero, 60s. If negative, none.
+	// ReadTimeout bounds the request head, BEGIN_REQUEST and the whole
+	// PARAMS stream, from its first byte, so that a web server trickling
+	// it cannot hold a connection; then the wait for each body record. If
+	// zero, 60s. If negative, none.
 	ReadTimeout time.Duration
 	// IdleTimeout bounds the wait for the next request on a kept
 	// connection. If zero, 5 minutes. If negative, none.

@@ -78,7 +78,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.IntVar(&c.maxParamsBytes, "max-params-bytes", 1<<20, "largest params stream accepted from the web server")
 	fs.IntVar(&c.maxParams, "max-params", 1000, "most params accepted in one request from the web server")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 5*time.Second, "time to connect to php-fpm")
-	fs.DurationVar(&c.readTimeout, "read-timeout", 60*time.Second, "time to wait for each part of a request from the web server")
+	fs.DurationVar(&c.readTimeout, "read-timeout", 60*time.Second, "time for a request head (BEGIN_REQUEST and params) from its first byte, then for each body record, from the web server")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 5*time.Minute, "how long a kept web server connection may sit idle")
 	fs.DurationVar(&c.upstreamIdleTimeout, "upstream-idle-timeout", 30*time.Second, "how long an idle php-fpm connection is kept")
 	fs.DurationVar(&c.queueTimeout, "queue-timeout", 30*time.Second, "how long a request waits for a free php-fpm connection before a 503")
