@@ -117,9 +117,9 @@ echo
 echo "request 1:"
 show
 echo
-echo "flipping current -> releases/B (temp symlink + rename, like mv -T)"
-ln -s releases/B "$site/current.tmp" && mv -T "$site/current.tmp" "$site/current"
-sleep 1.1 # --realpath-every defaults to 1s
+echo "incpathd activate $site/releases/B --link $site/current"
+bin/incpathd activate "$site/releases/B" --link "$site/current"
+sleep 0.2 # incpathd watches the link (inotify): the flip is seen at once
 echo
 echo "request 2:"
 show

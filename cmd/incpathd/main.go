@@ -228,6 +228,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return drain(ctx, args[1:], getenv, stdout, stderr)
 		case "maintenance":
 			return maintenanceCmd(args[1:], getenv, stdout, stderr)
+		case "activate":
+			return activate(ctx, args[1:], getenv, stdout, stderr)
+		case "exec":
+			return execCmd(ctx, args[1:], getenv, stderr)
 		}
 	}
 	return serve(ctx, args, getenv, stdout, stderr, ready)
@@ -241,6 +245,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "incpathd: %v\n", err)
+		return 2
+	}
+	// A mistyped subcommand must not start a daemon.
+	if len(c.args) > 0 {
+		fmt.Fprintf(stderr, "incpathd: unknown command or stray argument %q\n", c.args[0])
 		return 2
 	}
 	if c.showVersion {

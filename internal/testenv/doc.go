@@ -31,6 +31,9 @@
 //   - info.php?ini=a,b: opcache state, loaded ini files and setting values.
 //   - server.php?names=A,B: the names of every $_SERVER entry, and the
 //     values of A and B in $_SERVER and getenv() (ServerReport).
+//   - cli.php (php CLI): a JSON line with the releases of the script and of
+//     include/lib_release.php and the working directory; after a line on
+//     stdin, a second one with include/lib_after.php; exits with argv[1].
 //
 // The generated php.ini sets no include_path; tests pass one in PHP_VALUE,
 // for example "include_path=.:<docroot>/include", so that include_path
