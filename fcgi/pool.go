@@ -135,12 +135,14 @@ func (p *Pool) Get(ctx context.Context) (c *Conn, reused bool, err error) {
 		err = context.Cause(ctx)
 	}
 	p.mu.Lock()
+	// Every timeout returned is counted, including one whose connection
+	// arrived as it gave up: Timeouts is what the web server saw as 503s.
+	if errors.Is(err, ErrPoolTimeout) {
+		p.stats.Timeouts++
+	}
 	for i, x := range p.waiters {
 		if x == w {
 			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-			if err == nil || errors.Is(err, ErrPoolTimeout) {
-				p.stats.Timeouts++
-			}
 			p.mu.Unlock()
 			return nil, false, err
 		}
