@@ -481,12 +481,16 @@ func (c *conn) serveRequest(h Header, content []byte) error {
 	if w.err != nil {
 		return fmt.Errorf("writing response of request %d: %w", id, w.err)
 	}
-	if !keep {
-		return errDone
-	}
 	if !req.Body.done || req.Body.err != nil {
 		// The body was not read to its end: what follows on the connection
-		// is the rest of it, so the connection cannot carry another request.
+		// is the rest of it, so the connection cannot carry another request,
+		// and the web server may still be sending it.
+		if req.Body.err == nil || errors.Is(req.Body.err, errBodyStopped) {
+			c.lingerClose()
+		}
+		return errDone
+	}
+	if !keep {
 		return errDone
 	}
 	return nil

@@ -283,6 +283,16 @@ func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, uc *fcgi.Conn
 			if err != nil {
 				return started, fmt.Errorf("%w: %w", ErrUpstream, err)
 			}
+			if body != nil && !body.finished() && body.last.Load() {
+				// The answer overtook the copier's last step: wait for it,
+				// boundedly (a peer that stopped reading could block it).
+				t := time.NewTimer(time.Second)
+				select {
+				case <-body.done:
+				case <-t.C:
+				}
+				t.Stop()
+			}
 			if body != nil && !body.finished() {
 				// The script answered without reading its whole body: stop
 				// reading it from the web server; this connection is out of
@@ -320,6 +330,7 @@ type bodyCopy struct {
 	done chan struct{}
 	err  atomic.Pointer[error]
 	ok   atomic.Bool
+	last atomic.Bool // the whole body was read; its end is being sent
 }
 
 // run is the body copier goroutine.
@@ -343,6 +354,9 @@ func (b *bodyCopy) run(r *fcgi.Request, uc *fcgi.Conn) {
 			return
 		}
 	}
+	// Say so before the end of the body goes out: the application may
+	// answer the moment it arrives, before this goroutine runs again.
+	b.last.Store(true)
 	uc.W.WriteRecord(fcgi.TypeStdin, upstreamID, nil)
 	if err := uc.W.Flush(); err != nil {
 		b.fail(fmt.Errorf("%w: sending request body: %w", ErrUpstream, err))

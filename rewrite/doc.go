@@ -13,6 +13,8 @@
 //   - SCRIPT_FILENAME and PATH_TRANSLATED get their docroot prefix replaced,
 //     when they lie under the docroot: the prefix must end at a path
 //     component, so a docroot of /srv/cur leaves /srv/current/x alone.
+//     Apache's "proxy:fcgi://host" prefix of SCRIPT_FILENAME is kept and
+//     the path after it pinned (see Front ends).
 //   - In PHP_VALUE and PHP_ADMIN_VALUE, the ini keys of [Config.PinINI]
 //     (include_path, open_basedir, auto_prepend_file, auto_append_file)
 //     get the search pattern replaced by the resolved docroot, as the PHP
@@ -96,6 +98,35 @@
 // incpath left include_path alone and served the request when it could not
 // pin it; Rewrite refuses the request ([ErrINIValue], [ErrUnsafePath],
 // [ErrDocroot]).
+//
+// # Front ends
+//
+// What each front end sends, as far as pinning is concerned (each case has
+// a golden file, testdata/rewrite/frontend_*.txt, made from what the real
+// server sent; cmd/incpathd/frontends_test.go runs them all for real):
+//
+//   - nginx sends what its configuration says: SCRIPT_FILENAME is usually
+//     $document_root$fastcgi_script_name, or $realpath_root... when nginx
+//     resolved the docroot itself.
+//   - Apache 2.4 mod_proxy_fcgi, with SetHandler "proxy:fcgi://host:port" or
+//     "proxy:unix:/path|fcgi://localhost", sends SCRIPT_FILENAME as
+//     "proxy:fcgi://host:port/var/www/site/current/index.php", and through a
+//     balancer as "proxy:balancer://name/...". php-fpm strips that prefix
+//     itself (PHP bugs 54152 and 62172) and then treats the request as
+//     coming from mod_proxy_fcgi, which changes how it reads PATH_INFO and
+//     REDIRECT_URL. Rewrite keeps the prefix and pins the path after it, so
+//     php-fpm sees the request as Apache sent it, only pinned. The prefix
+//     is recognised by its syntax, as php-fpm does, and not by the front
+//     end's name: a set-up that renames its front end with INCPATH_SAPI must
+//     not lose its pin. Apache's CONTEXT_DOCUMENT_ROOT is left alone.
+//   - lighttpd mod_fastcgi with "broken-scriptfilename" => "enable", the
+//     setting of Debian's PHP snippets, sends SCRIPT_FILENAME with PATH_INFO
+//     still on it (.../index.php/a/b); php-fpm walks back to the script. The
+//     docroot prefix is replaced all the same.
+//   - Caddy's php_fastcgi splits the path at ".php" and sends SCRIPT_FILENAME
+//     as the root plus the script and PATH_TRANSLATED as the root plus
+//     PATH_INFO, as nginx does.
+//   - cgi-fcgi, libfcgi's command-line client, sends its environment.
 //
 // # Path safety
 //

@@ -279,7 +279,9 @@ func (c *Config) Rewrite(dst, in []fcgi.Pair, from, to string) ([]fcgi.Pair, err
 	var script, translated pathPlan
 	if fromRoot != toRoot {
 		if f := first[kindScript]; f >= 0 {
-			script.size(in[win[f]].Value, fromRoot, toRoot)
+			v := in[win[f]].Value
+			script.skip = proxyPrefixLen(v)
+			script.size(v, fromRoot, toRoot)
 		}
 		if f := first[kindPathTranslated]; f >= 0 {
 			translated.size(in[win[f]].Value, fromRoot, toRoot)
@@ -424,6 +426,7 @@ func (r *replacer) write(b *strings.Builder, s string) {
 
 // pathPlan rewrites SCRIPT_FILENAME or PATH_TRANSLATED.
 type pathPlan struct {
+	skip       int    // bytes before the path, kept as they are (see proxyPrefixLen)
 	in         string // the value sent before pinning
 	changed    bool
 	outLen     int
@@ -433,7 +436,7 @@ type pathPlan struct {
 
 // size decides whether v lies under the docroot and how long it becomes.
 func (p *pathPlan) size(v, fromRoot, toRoot string) {
-	if !hasRoot(v, fromRoot) {
+	if !hasRoot(v[p.skip:], fromRoot) {
 		return
 	}
 	p.in, p.changed = v, true
@@ -445,8 +448,9 @@ func (p *pathPlan) write(b *strings.Builder, fromRoot, toRoot string) {
 		return
 	}
 	p.start = b.Len()
+	b.WriteString(p.in[:p.skip])
 	b.WriteString(toRoot)
-	b.WriteString(p.in[len(fromRoot):])
+	b.WriteString(p.in[p.skip+len(fromRoot):])
 	p.end = b.Len()
 }
 

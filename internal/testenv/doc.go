@@ -2,6 +2,12 @@
 // out a PHP site deployed the way incpathd expects: releases/<name>/ with a
 // current symlink that is flipped atomically.
 //
+// The other front ends start the same way, from Debian's packages: Apache
+// 2.4 (StartApache), lighttpd (StartLighttpd), Caddy (StartCaddy), nginx
+// around a configuration written elsewhere (StartNginxServer), and
+// libfcgi's cgi-fcgi client (CGIFCGI). ReadModuleFile and Fill turn the
+// configuration examples of the repository into the servers' configuration.
+//
 // Everything a test starts lives in its t.TempDir(), listens on loopback,
 // and is stopped and waited for in t.Cleanup, failed tests included. Each
 // server runs in its own process group, so its workers are stopped with it,
@@ -24,6 +30,9 @@
 //     include_path, open_basedir, the INCPATH_SAPI param and the worker pid.
 //   - torture.php: one line such as "A A A A": the script, an include before a
 //     20 ms pause, another include after it, release.txt via DOCUMENT_ROOT.
+//   - late.php?ready=PATH: torture.php with a pause the test ends; the
+//     script creates PATH after the first include and makes the second once
+//     the test has removed it (see LateInclude).
 //   - big.php?mb=N (or ?bytes=N): N MiB of the PatternReader bytes, streamed.
 //   - echo.php: the sha256 and length of the request body, hashed as it
 //     streams in.

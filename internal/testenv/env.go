@@ -24,6 +24,12 @@ var packages = map[string]string{
 	"php-fpm": "php-fpm",
 	"php":     "php-cli",
 	"wrk":     "wrk",
+	// Front ends other than nginx (trailing digits are cut: apache2).
+	"apache":   "apache2-bin",
+	"httpd":    "apache2-bin",
+	"lighttpd": "lighttpd",
+	"caddy":    "caddy",
+	"cgi-fcgi": "libfcgi-bin",
 }
 
 // InCI reports whether the tests run in CI, where the environment variable

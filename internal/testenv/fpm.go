@@ -56,6 +56,13 @@ type FPMOptions struct {
 	// no slow log.
 	SlowlogTimeout time.Duration
 
+	// Pool holds lines added at the end of the pool section, after the
+	// generated ones, which they override (php-fpm keeps the last value of
+	// a key): for example the pool lines of an example configuration. A
+	// listen line here must agree with Listen, which tells the tests where
+	// to connect.
+	Pool string
+
 	// Binary is the php-fpm binary. If empty, RequireBinary looks for
 	// php-fpm8.2, php-fpm* and php-fpm.
 	Binary string
@@ -309,6 +316,9 @@ func fpmConf(o *FPMOptions, f *FPM) []byte {
 	}
 	for _, k := range slices.Sorted(maps.Keys(o.AdminINI)) {
 		w("php_admin_value[%s] = %s", k, o.AdminINI[k])
+	}
+	if o.Pool != "" {
+		w("%s", o.Pool)
 	}
 	return []byte(b.String())
 }
