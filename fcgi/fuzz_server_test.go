@@ -58,20 +58,48 @@ var fuzzHandler = HandlerFunc(func(w *ResponseWriter, r *Request) {
 	w.Write([]byte("Status: 200\r\n\r\nok"))
 })
 
-// pipeListener hands out one connection, then blocks until closed.
-type pipeListener struct {
+// pairListener accepts the server ends of tcpPair's connections.
+var (
+	pairOnce     sync.Once
+	pairListener net.Listener
+	pairErr      error
+)
+
+// tcpPair returns both ends of a loopback TCP connection. TCP rather than
+// net.Pipe: the server half-closes a connection whose body it did not read
+// and lingers until the web server closes too, as a real one does once it
+// sees the end of the stream.
+func tcpPair() (client, server net.Conn, err error) {
+	pairOnce.Do(func() { pairListener, pairErr = net.Listen("tcp", "127.0.0.1:0") })
+	if pairErr != nil {
+		return nil, nil, pairErr
+	}
+	client, err = net.Dial("tcp", pairListener.Addr().String())
+	if err != nil {
+		return nil, nil, err
+	}
+	server, err = pairListener.Accept()
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return client, server, nil
+}
+
+// oneConnListener hands out one connection, then blocks until closed.
+type oneConnListener struct {
 	c      chan net.Conn
 	closed chan struct{}
 	once   sync.Once
 }
 
-func newPipeListener(nc net.Conn) *pipeListener {
-	l := &pipeListener{c: make(chan net.Conn, 1), closed: make(chan struct{})}
+func newOneConnListener(nc net.Conn) *oneConnListener {
+	l := &oneConnListener{c: make(chan net.Conn, 1), closed: make(chan struct{})}
 	l.c <- nc
 	return l
 }
 
-func (l *pipeListener) Accept() (net.Conn, error) {
+func (l *oneConnListener) Accept() (net.Conn, error) {
 	select {
 	case nc := <-l.c:
 		return nc, nil
@@ -80,17 +108,17 @@ func (l *pipeListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *pipeListener) Close() error {
+func (l *oneConnListener) Close() error {
 	l.once.Do(func() { close(l.closed) })
 	return nil
 }
 
-func (l *pipeListener) Addr() net.Addr { return pipeAddr{} }
+func (l *oneConnListener) Addr() net.Addr { return oneConnAddr{} }
 
-type pipeAddr struct{}
+type oneConnAddr struct{}
 
-func (pipeAddr) Network() string { return "pipe" }
-func (pipeAddr) String() string  { return "pipe" }
+func (oneConnAddr) Network() string { return "test" }
+func (oneConnAddr) String() string  { return "test" }
 
 // panicCatcher is a slog.Handler that keeps the panics the server logs.
 type panicCatcher struct {
@@ -120,12 +148,15 @@ func (h *panicCatcher) Handle(_ context.Context, r slog.Record) error {
 // hostile web server could. The server must not panic (a panic it recovers
 // other than the handler's own fails the test), must close the connection
 // within its timeouts once the input stops (hold: the client keeps its end
-// open and waits), must answer only with whole, well-formed records, and
+// open until the server ends the stream), must answer only with whole, well-formed records, and
 // must leave no goroutine behind once closed.
 func FuzzServer(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, hold bool) {
 		base := runtime.NumGoroutine()
-		client, server := net.Pipe()
+		client, server, err := tcpPair()
+		if err != nil {
+			t.Fatal(err)
+		}
 		logs := &panicCatcher{}
 		s := &Server{
 			Handler:        fuzzHandler,
@@ -135,17 +166,19 @@ func FuzzServer(f *testing.F) {
 			IdleTimeout:    5 * time.Millisecond,
 			Logger:         slog.New(logs),
 		}
-		l := newPipeListener(server)
+		l := newOneConnListener(server)
 		served := make(chan error, 1)
 		go func() { served <- s.Serve(l) }()
 
 		// The client reads everything the server writes until the server
-		// closes its end (or, without hold, the client closes its own).
+		// closes or half-closes its end (or, without hold, the client closes
+		// its own), then closes, as a web server would.
 		var out bytes.Buffer
 		drained := make(chan struct{})
 		go func() {
 			defer close(drained)
 			io.Copy(&out, client)
+			client.Close()
 		}()
 		// A write fails once the server has closed: fine. One that times out
 		// means the server stopped reading without closing.
