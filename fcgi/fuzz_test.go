@@ -57,7 +57,8 @@ func FuzzReader(f *testing.F) {
 }
 
 // FuzzDecodeParams decodes arbitrary bytes: it must not panic and must fail
-// only with ErrBadParams; what it decodes must encode and decode back to the
+// only with ErrBadParams; a count limit must refuse exactly the streams over
+// it; what it decodes must encode and decode back to the
 // same pairs, both with AppendPair and with WriteParams, whose records must
 // each decode alone.
 func FuzzDecodeParams(f *testing.F) {
@@ -68,6 +69,16 @@ func FuzzDecodeParams(f *testing.F) {
 				t.Fatalf("got %v; want %v", err, ErrBadParams)
 			}
 			return
+		}
+		// The count limit the Server applies: exactly enough pairs pass,
+		// one fewer refuses the stream.
+		if limited, err := decodeParams(nil, string(data), len(pairs)); err != nil || !equalPairs(limited, pairs) {
+			t.Fatalf("limit %d: got %q, %v; want %q", len(pairs), limited, err, pairs)
+		}
+		if len(pairs) > 0 {
+			if _, err := decodeParams(nil, string(data), len(pairs)-1); !errors.Is(err, ErrParamsTooLarge) {
+				t.Fatalf("limit %d with %d pairs: got %v; want %v", len(pairs)-1, len(pairs), err, ErrParamsTooLarge)
+			}
 		}
 		enc := encodePairs(pairs)
 		if len(enc) > len(data) {

@@ -25,7 +25,7 @@ var (
 // The names and values share one string made from b, so decoding a request
 // costs one allocation however many pairs it has.
 func DecodeParams(dst []Pair, b []byte) ([]Pair, error) {
-	return decodeParams(dst, string(b))
+	return decodeParams(dst, string(b), -1)
 }
 
 // DecodeParamsInPlace is DecodeParams without the copy: the names and
@@ -33,15 +33,26 @@ func DecodeParams(dst []Pair, b []byte) ([]Pair, error) {
 // no allocation when dst has room. The Server decodes each request's params
 // so, from a buffer it reuses only once the handler has returned.
 func DecodeParamsInPlace(dst []Pair, b []byte) ([]Pair, error) {
-	if len(b) == 0 {
-		return dst, nil
-	}
-	return decodeParams(dst, unsafe.String(&b[0], len(b)))
+	return decodeParams(dst, inPlace(b), -1)
 }
 
-func decodeParams(dst []Pair, b string) ([]Pair, error) {
+// inPlace returns b as a string without copying it.
+func inPlace(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// decodeParams decodes the stream b, refusing a stream of more than max
+// pairs (none if max is negative) before it appends them, so a stream of
+// tiny pairs cannot grow dst without bound.
+func decodeParams(dst []Pair, b string, max int) ([]Pair, error) {
 	s := b
-	for len(s) > 0 {
+	for count := 0; len(s) > 0; count++ {
+		if count == max {
+			return dst, fmt.Errorf("%w: more than %d params", ErrParamsTooLarge, max)
+		}
 		nl, n, ok := pairLen(s)
 		if !ok {
 			return dst, fmt.Errorf("%w: bad length at byte %d", ErrBadParams, len(b)-len(s))

@@ -150,12 +150,14 @@ func (p *Pool) get(ctx context.Context, check bool) (c *Conn, reused bool, err e
 		err = context.Cause(ctx)
 	}
 	p.mu.Lock()
+	// Every timeout returned is counted, including one whose connection
+	// arrived as it gave up: Timeouts is what the web server saw as 503s.
+	if errors.Is(err, ErrPoolTimeout) {
+		p.stats.Timeouts++
+	}
 	for i, x := range p.waiters {
 		if x == w {
 			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-			if err == nil || errors.Is(err, ErrPoolTimeout) {
-				p.stats.Timeouts++
-			}
 			p.mu.Unlock()
 			return nil, false, err
 		}
@@ -189,24 +191,31 @@ func (p *Pool) handed(ctx context.Context, c *Conn) (*Conn, bool, error) {
 // dial opens a connection in a slot already counted in p.open.
 func (p *Pool) dial(ctx context.Context) (*Conn, bool, error) {
 	network, addr := p.network()
-	ctx, cancel := context.WithTimeout(ctx, p.dialTimeout())
+	dctx, cancel := context.WithTimeout(ctx, p.dialTimeout())
 	defer cancel()
 	var nc net.Conn
 	var err error
 	if p.Dial != nil {
-		nc, err = p.Dial(ctx, network, addr)
+		nc, err = p.Dial(dctx, network, addr)
 	} else {
 		var d net.Dialer
-		nc, err = d.DialContext(ctx, network, addr)
+		nc, err = d.DialContext(dctx, network, addr)
 	}
+	// A dial the caller gave up on (the web server aborted the request)
+	// says nothing about the upstream: it is neither counted nor reported
+	// as ErrDial, which would read as "php-fpm down" in the log.
+	abandoned := err != nil && ctx.Err() != nil
 	p.mu.Lock()
 	p.stats.Dials++
-	if err != nil {
+	if err != nil && !abandoned {
 		p.stats.DialErrors++
 	}
 	p.mu.Unlock()
 	if err != nil {
 		p.release()
+		if abandoned {
+			return nil, false, context.Cause(ctx)
+		}
 		return nil, false, fmt.Errorf("%w %s: %w", ErrDial, p.Address, err)
 	}
 	return newConn(nc), false, nil

@@ -130,6 +130,16 @@ func (r *Reader) Next() (Header, []byte, error) {
 // Buffered reports how many bytes of records can be read without blocking.
 func (r *Reader) Buffered() int { return r.r.Buffered() - r.discard }
 
+// wait waits for the first byte of the next record.
+func (r *Reader) wait() error {
+	if r.discard > 0 {
+		r.r.Discard(r.discard)
+		r.discard = 0
+	}
+	_, err := r.r.Peek(1)
+	return err
+}
+
 // peekHeader waits for the next record's header without consuming it.
 func (r *Reader) peekHeader() (Header, error) {
 	var h Header

@@ -54,12 +54,19 @@ type Server struct {
 	// MaxParamsBytes caps one request's PARAMS stream. If zero, 1 MiB. A
 	// request over it is logged and its connection closed.
 	MaxParamsBytes int
+	// MaxParams caps the number of name-value pairs in one request. If
+	// zero, 1000. A request over it is logged and its connection closed.
+	// Each pair costs a slot in the handler's tables however short it is:
+	// a MaxParamsBytes stream of empty pairs would be half a million.
+	MaxParams int
 	// MaxConns caps concurrent web server connections; a connection over
 	// it waits in the listen queue. It is also what FCGI_GET_VALUES reports
 	// for FCGI_MAX_CONNS and FCGI_MAX_REQS. If zero, 1024.
 	MaxConns int
-	// ReadTimeout bounds the wait for each part of a request (its params,
-	// each body record). If zero, 60s. If negative, none.
+	// ReadTimeout bounds the request head, BEGIN_REQUEST and the whole
+	// PARAMS stream, from its first byte, so that a web server trickling
+	// it cannot hold a connection; then the wait for each body record. If
+	// zero, 60s. If negative, none.
 	ReadTimeout time.Duration
 	// IdleTimeout bounds the wait for the next request on a kept
 	// connection. If zero, 5 minutes. If negative, none.
@@ -87,6 +94,13 @@ func (s *Server) maxParamsBytes() int {
 		return s.MaxParamsBytes
 	}
 	return 1 << 20
+}
+
+func (s *Server) maxParams() int {
+	if s.MaxParams > 0 {
+		return s.MaxParams
+	}
+	return 1000
 }
 
 func (s *Server) maxConns() int {
@@ -336,8 +350,17 @@ func (c *conn) serve() {
 			return
 		}
 		c.rwc.SetReadDeadline(deadline(c.srv.idleTimeout()))
-		h, content, err := c.r.Next()
+		err := c.r.wait()
 		c.idle.Store(false)
+		var h Header
+		var content []byte
+		if err == nil {
+			// A record has begun: from here on the web server must send the
+			// request head, BEGIN_REQUEST and PARAMS, within ReadTimeout
+			// (serveRequest keeps this deadline), however slowly it trickles.
+			c.rwc.SetReadDeadline(deadline(c.srv.readTimeout()))
+			h, content, err = c.r.Next()
+		}
 		if err != nil {
 			// A connection left idle past IdleTimeout is routine, not a failure.
 			idle := errors.Is(err, os.ErrDeadlineExceeded) && c.r.Buffered() == 0
@@ -418,6 +441,13 @@ func (c *conn) endRequest(id uint16, proto uint8) error {
 	return c.w.Flush()
 }
 
+// A connection keeps its params buffers between requests up to these sizes,
+// which fit every ordinary request.
+const (
+	keptParamsBytes = 64 << 10
+	keptParams      = 256
+)
+
 // serveRequest reads a request's params, runs the handler and ends the
 // request.
 func (c *conn) serveRequest(h Header, content []byte) error {
@@ -433,7 +463,6 @@ func (c *conn) serveRequest(h Header, content []byte) error {
 		}
 		return nil
 	}
-	c.rwc.SetReadDeadline(deadline(c.srv.readTimeout()))
 	c.params = c.params[:0]
 	limit := c.srv.maxParamsBytes()
 	for {
@@ -466,11 +495,23 @@ func (c *conn) serveRequest(h Header, content []byte) error {
 	}
 	// The params point into c.params, which the next request overwrites:
 	// Request.Params is documented as valid until the handler returns.
-	pairs, err := DecodeParamsInPlace(c.pairs[:0], c.params)
+	pairs, err := decodeParams(c.pairs[:0], inPlace(c.params), c.srv.maxParams())
 	if err != nil {
 		return fmt.Errorf("params of request %d: %w", id, err)
 	}
 	c.pairs = pairs
+	// An unusually large buffer goes now rather than stay with the
+	// connection (kept connections times MaxParamsBytes would otherwise stay
+	// allocated); the pairs keep it alive until the request ends.
+	if cap(c.params) > keptParamsBytes {
+		c.params = nil
+	}
+	defer func() {
+		clear(c.pairs)
+		if cap(c.pairs) > keptParams {
+			c.pairs = nil
+		}
+	}()
 
 	req := &c.req
 	*req = Request{ID: id, KeepConn: keep, Params: pairs, conn: c}

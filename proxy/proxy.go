@@ -147,6 +147,9 @@ func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, erro
 	if from == "" {
 		return dst, pinned{}, &Error{Status: 500, Reason: "no DOCUMENT_ROOT from the web server", Err: errNoDocroot}
 	}
+	if err := checkDocroot(from); err != nil {
+		return dst, pinned{}, err
+	}
 	to := from
 	pin := pinned{release: from}
 	if mode == sapi.Realpath {
@@ -160,6 +163,10 @@ func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, erro
 	x.buf = buf
 	if err != nil {
 		return out, pinned{}, err
+	}
+	if err := p.checkAllowed(to, out[len(dst):]); err != nil {
+		clear(out[len(dst):])
+		return dst, pinned{}, err
 	}
 	x.release = to
 	p.stats.Pinned.Add(1)
@@ -181,17 +188,26 @@ func param(params []fcgi.Pair, name string) string {
 
 // forward sends the request upstream and streams the answer back. A reused
 // connection that fails before the first response byte is replaced once by
-// a live one: php-fpm closes kept connections when it recycles a worker. A
-// request without a body can be replayed so, and skips the liveness check
-// of the first connection; one with a body cannot, and has it checked.
+// a fresh one: php-fpm closes kept connections when it recycles a worker.
+// A request that may be replayed so skips the liveness check of the first
+// connection, a system call; one that may not has it checked.
 func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, params []fcgi.Pair, x *exchange) error {
-	replayable := r.Body.Done()
+	bodyDone := r.Body.Done() // before the body streams
+	canReplay := replayable(bodyDone, param(r.Params, "REQUEST_METHOD"))
+	ctx := requestContext{r}
 	for attempt := 0; ; attempt++ {
-		get := p.Pool.Get
-		if replayable && attempt == 0 {
-			get = p.Pool.GetUnchecked
+		var uc *fcgi.Conn
+		var reused bool
+		var err error
+		switch {
+		case attempt > 0:
+			// Not another idle connection: it may be closing too.
+			uc, err = p.Pool.Fresh(ctx)
+		case canReplay:
+			uc, reused, err = p.Pool.GetUnchecked(ctx)
+		default:
+			uc, reused, err = p.Pool.Get(ctx)
 		}
-		uc, reused, err := get(requestContext{r})
 		if err != nil {
 			return err
 		}
@@ -201,7 +217,7 @@ func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, params
 			return nil
 		}
 		p.Pool.Discard(uc)
-		if reused && !started && replayable && attempt == 0 && r.Context().Err() == nil {
+		if reused && !started && attempt == 0 && canReplay && r.Context().Err() == nil {
 			p.stats.Retries.Add(1)
 			continue
 		}
@@ -241,7 +257,11 @@ func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, uc *
 		go body.run(r, uc)
 		defer body.wait(r, nc)
 	}
-	// An abort from the web server unblocks the upstream read below.
+	// An abort from the web server unblocks the upstream read below. Once
+	// OnAbort(nil) returns, the cut is neither running nor to come: it
+	// cannot hit the connection after it went back to the pool and on to
+	// another request, which would then fail for no reason (the soak test
+	// saw it with context.AfterFunc).
 	c.upstream = nc
 	r.OnAbort(c.cut)
 	defer func() {

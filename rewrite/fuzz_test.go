@@ -59,6 +59,13 @@ func FuzzRewrite(f *testing.F) {
 		prefix := []fcgi.Pair{{Name: "PREFIX", Value: "kept"}}
 		out, err := cfg.Rewrite(prefix, in, from, to)
 		require.Equal(t, orig, in, "in modified")
+		checkFits(t, in, out, err)
+
+		// A long resolved docroot makes every pinned value grow, until
+		// some no longer fit one record: refused, never cut.
+		long := strings.TrimRight(to, "/") + strings.Repeat("/release", 1500)
+		outLong, errLong := cfg.Rewrite(nil, in, from, long)
+		checkFits(t, in, outLong, errLong)
 
 		// In place, with dst = in[:0], the result is the same.
 		inPlace := slices.Clone(in)
@@ -69,7 +76,7 @@ func FuzzRewrite(f *testing.F) {
 			require.Equal(t, formatResult(out[1:], nil), formatResult(got, gotErr), "in place")
 		}
 		if err != nil {
-			require.True(t, errors.Is(err, ErrDocroot) || errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrINIValue),
+			require.True(t, errors.Is(err, ErrDocroot) || errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrINIValue) || errors.Is(err, ErrTooLarge),
 				"error %q wraps none of the package's errors", err)
 			require.Equal(t, prefix, out, "dst changed on error")
 			return
@@ -114,6 +121,67 @@ func FuzzRewrite(f *testing.F) {
 			if v, ok := sent[name]; ok {
 				checkINI(t, name, v, in)
 			}
+		}
+	})
+}
+
+// checkFits checks the limit property: every pair Rewrite sends fits one
+// FastCGI record, unless the web server sent it that large (the proxy
+// refuses those when it writes them), or Rewrite refused the request with
+// ErrTooLarge, which wraps fcgi.ErrParamTooLarge.
+func checkFits(t *testing.T, in, out []fcgi.Pair, err error) {
+	t.Helper()
+	if err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			require.ErrorIs(t, err, fcgi.ErrParamTooLarge)
+		}
+		return
+	}
+	for _, p := range out {
+		if fcgi.PairSize(p) > fcgi.MaxContent {
+			require.Contains(t, in, p, "%s of %d bytes created by Rewrite", p.Name, fcgi.PairSize(p))
+		}
+	}
+}
+
+// FuzzINI checks the INI reader and writer on their own: every entry of
+// arbitrary PHP_VALUE text that parseValue reads is written back by
+// formatEntry as one entry that reads back to the same literal, whatever
+// entries surround it; and parse(write(x)) == x for the text as a value.
+func FuzzINI(f *testing.F) {
+	// Seeds: testdata/fuzz/FuzzINI.
+	f.Fuzz(func(t *testing.T, text string) {
+		checkRoundTrip(t, text)
+		var written []string
+		for _, e := range entries(text) {
+			key, raw, ok := splitEntry(e)
+			if !ok {
+				continue
+			}
+			v, ok := parseValue(raw)
+			if !ok {
+				continue
+			}
+			require.True(t, validValue(v), "parseValue(%q) = %q fails validValue", raw, v)
+			if key == "" || strings.ContainsAny(key, "\r\n;=\"'[") {
+				continue // not a key formatEntry is ever given
+			}
+			w, ok := formatEntry(key, v)
+			require.True(t, ok, "formatEntry(%q, %q)", key, v)
+			written = append(written, w)
+		}
+		// Written one per line, as Rewrite sends them: each reads back
+		// alone, to its key and literal.
+		got := entries(strings.Join(written, "\n"))
+		require.Equal(t, written, got, "written entries split differently")
+		for _, w := range got {
+			key, raw, ok := splitEntry(w)
+			require.True(t, ok, "%q", w)
+			v, ok := parseValue(raw)
+			require.True(t, ok, "written entry %q does not parse", w)
+			again, ok := formatEntry(key, v)
+			require.True(t, ok)
+			require.Equal(t, w, again, "write(parse(write(x))) != write(x)")
 		}
 	})
 }

@@ -1,6 +1,23 @@
 package rewrite
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
+
+// CheckPath returns an error wrapping ErrUnsafePath if the value of the
+// param name holds a NUL byte or a ".." component: the checks Rewrite
+// makes of DOCUMENT_ROOT and SCRIPT_FILENAME, for a caller that must make
+// them before it touches the file system with the path.
+func CheckPath(name, p string) error {
+	if strings.IndexByte(p, 0) >= 0 {
+		return fmt.Errorf("%w: NUL byte in %s", ErrUnsafePath, name)
+	}
+	if hasDotDot(p) {
+		return fmt.Errorf("%w: \"..\" component in %s", ErrUnsafePath, name)
+	}
+	return nil
+}
 
 // cleanRoot checks a docroot given to Rewrite and returns it without
 // trailing slashes ("" for the root directory), so that joining it with the

@@ -70,6 +70,13 @@ var (
 	// not be read as a literal or written back as valid INI (see the
 	// package documentation).
 	ErrINIValue = errors.New("rewrite: ini value cannot be pinned")
+
+	// ErrTooLarge means a value Rewrite would create does not fit one
+	// FastCGI record, as php-fpm needs each pair to: pinning made it grow
+	// (a long resolved docroot replacing a short pattern many times). The
+	// error also wraps fcgi.ErrParamTooLarge. Nothing is cut short: a
+	// truncated include_path would silently load another release's files.
+	ErrTooLarge = errors.New("rewrite: pinned param too large")
 )
 
 // Kinds of params Rewrite treats specially.
@@ -302,6 +309,20 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 		}
 	}
 	total += script.outLen + translated.outLen
+	for _, v := range [...]struct {
+		name    string
+		created bool
+		n       int
+	}{
+		{"SCRIPT_FILENAME", script.changed, script.outLen},
+		{"PATH_TRANSLATED", translated.changed, translated.outLen},
+		{"PHP_VALUE", value.rebuild, value.outLen},
+		{"PHP_ADMIN_VALUE", admin.rebuild, admin.outLen},
+	} {
+		if v.created && pairSize(len(v.name), v.n) > fcgi.MaxContent {
+			return dst, fmt.Errorf("%w: %s would be %d bytes: %w", ErrTooLarge, v.name, v.n, fcgi.ErrParamTooLarge)
+		}
+	}
 
 	// Pass 3: write every new value into one buffer.
 	if total > 0 {
@@ -376,6 +397,19 @@ func (b *buffer) Len() int             { return len(b.b) }
 // String returns what was written so far without a copy: it changes if the
 // array is written to again.
 func (b *buffer) String() string { return unsafe.String(unsafe.SliceData(b.b), len(b.b)) }
+
+// pairSize is fcgi.PairSize for a name and a value of these lengths: each
+// length takes one byte below 128, four from there.
+func pairSize(name, value int) int {
+	size := name + value + 2
+	if name >= 128 {
+		size += 3
+	}
+	if value >= 128 {
+		size += 3
+	}
+	return size
+}
 
 // replacer replaces the pattern by the resolved docroot in ini values.
 type replacer struct {

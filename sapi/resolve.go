@@ -494,6 +494,17 @@ func within(p, root string) bool {
 	return p == root || len(p) > len(root) && p[len(root)] == '/' && p[:len(root)] == root
 }
 
+// Allowed reports whether the absolute path p, cleaned lexically, is at or
+// below one of AllowRoots, or AllowRoots is empty. It touches no file: for
+// paths that need no resolution, such as a docroot a trusted front end
+// resolved, or a script path pinned below a resolved docroot.
+func (r *Resolver) Allowed(p string) bool {
+	if len(r.AllowRoots) == 0 {
+		return true
+	}
+	return r.allowed(filepath.Clean(p))
+}
+
 // allowed reports whether resolved is within one of r.AllowRoots.
 func (r *Resolver) allowed(resolved string) bool {
 	if len(r.AllowRoots) == 0 {

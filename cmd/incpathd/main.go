@@ -43,7 +43,7 @@ type config struct {
 	useReadlink                      string
 	allowRoots, pinINI               []string
 	maxConns, maxClientConns         int
-	maxParamsBytes                   int
+	maxParamsBytes, maxParams        int
 	connectTimeout, readTimeout      time.Duration
 	idleTimeout, upstreamIdleTimeout time.Duration
 	queueTimeout, shutdownTimeout    time.Duration
@@ -76,8 +76,9 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.IntVar(&c.maxConns, "max-conns", 5, "upstream connections at most, idle ones included; keep it at or below php-fpm's pm.max_children")
 	fs.IntVar(&c.maxClientConns, "max-client-conns", 1024, "web server connections at most")
 	fs.IntVar(&c.maxParamsBytes, "max-params-bytes", 1<<20, "largest params stream accepted from the web server")
+	fs.IntVar(&c.maxParams, "max-params", 1000, "most params accepted in one request from the web server")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 5*time.Second, "time to connect to php-fpm")
-	fs.DurationVar(&c.readTimeout, "read-timeout", 60*time.Second, "time to wait for each part of a request from the web server")
+	fs.DurationVar(&c.readTimeout, "read-timeout", 60*time.Second, "time for a request head (BEGIN_REQUEST and params) from its first byte, then for each body record, from the web server")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 5*time.Minute, "how long a kept web server connection may sit idle")
 	fs.DurationVar(&c.upstreamIdleTimeout, "upstream-idle-timeout", 30*time.Second, "how long an idle php-fpm connection is kept")
 	fs.DurationVar(&c.queueTimeout, "queue-timeout", 30*time.Second, "how long a request waits for a free php-fpm connection before a 503")
@@ -148,6 +149,9 @@ func (c *config) validate() error {
 	if c.maxParamsBytes < 1024 {
 		return fmt.Errorf("--max-params-bytes: %d is too small", c.maxParamsBytes)
 	}
+	if c.maxParams < 1 {
+		return fmt.Errorf("--max-params: %d must be at least 1", c.maxParams)
+	}
 	if c.realpathEvery < 0 {
 		return fmt.Errorf("--realpath-every: %v is negative", c.realpathEvery)
 	}
@@ -207,6 +211,10 @@ func listen(addr, mode string) (net.Listener, error) {
 	}
 	return l, nil
 }
+
+// testHookServing, if set, is given the daemon's upstream pool and server
+// before it serves: tests read their state.
+var testHookServing func(*fcgi.Pool, *fcgi.Server)
 
 // run is main without the process around it: the daemon, or one of the
 // subcommands named by the first argument. ready, if not nil, receives the
@@ -289,6 +297,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	srv := &fcgi.Server{
 		Handler:        p,
 		MaxParamsBytes: c.maxParamsBytes,
+		MaxParams:      c.maxParams,
 		MaxConns:       c.maxClientConns,
 		ReadTimeout:    c.readTimeout,
 		IdleTimeout:    c.idleTimeout,
@@ -302,6 +311,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer d.close()
 	log.Info("incpathd serving", "version", version, "listen", d.listeners[0].Addr().String(), "upstream", c.upstream,
 		"realpath_every", c.realpathEvery, "pattern", c.pattern, "metrics", d.httpAddr, "pid", os.Getpid())
+	if testHookServing != nil {
+		testHookServing(pool, srv)
+	}
 	errc := make(chan error, len(d.listeners))
 	for _, l := range d.listeners {
 		go func() { errc <- srv.Serve(l) }()

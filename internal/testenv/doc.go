@@ -38,6 +38,8 @@
 //     streams in.
 //   - slow.php?ms=N: sleeps, then prints the release.
 //   - info.php?ini=a,b: opcache state, loaded ini files and setting values.
+//   - server.php?names=A,B: the names of every $_SERVER entry, and the
+//     values of A and B in $_SERVER and getenv() (ServerReport).
 //   - cli.php (php CLI): a JSON line with the releases of the script and of
 //     include/lib_release.php and the working directory; after a line on
 //     stdin, a second one with include/lib_after.php; exits with argv[1].
