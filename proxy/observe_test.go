@@ -25,7 +25,13 @@ type recorder struct{ done chan Done }
 func newRecorder() *recorder { return &recorder{done: make(chan Done, 16)} }
 
 func (r *recorder) RequestDone(d Done) {
-	d.Params = append([]fcgi.Pair(nil), d.Params...)
+	// Done's strings are only valid during the call: keep copies.
+	params := make([]fcgi.Pair, len(d.Params))
+	for i, p := range d.Params {
+		params[i] = fcgi.Pair{Name: strings.Clone(p.Name), Value: strings.Clone(p.Value)}
+	}
+	d.Params = params
+	d.FrontEnd, d.Release = strings.Clone(d.FrontEnd), strings.Clone(d.Release)
 	r.done <- d
 }
 

@@ -66,9 +66,10 @@ func startFakeUpstream(t testing.TB) *fakeUpstream {
 // first record), stderr (one STDERR record), echo (the request body's
 // length).
 func (u *fakeUpstream) serve(w *fcgi.ResponseWriter, r *fcgi.Request) {
+	// Params are only valid during the call: the map keeps copies.
 	params := make(map[string]string, len(r.Params))
 	for _, p := range r.Params {
-		params[p.Name] = p.Value
+		params[strings.Clone(p.Name)] = strings.Clone(p.Value)
 	}
 	u.mu.Lock()
 	u.n++
