@@ -191,6 +191,7 @@ perf_pid=""
 if [ -n "${PERF_DATA:-}" ]; then
   perf record -F 2000 -g -p "$proxy_pid" -o "$PERF_DATA" >"$tmp/perf.log" 2>&1 &
   perf_pid=$!
+  pids+=("$perf_pid")
 fi
 
 # Warm both up: workers forked, opcache filled, connections kept.

@@ -13,12 +13,13 @@ source "$(dirname "$0")/lib.sh"
 
 size=${SIZE:-$((1 << 30))}
 build
+incpathd=${INCPATHD:-$tmp/bin/incpathd}
 make_site
 up=$(free_port)
 start "$tmp/nullfpm.log" "$tmp/bin/nullfpm" --listen "127.0.0.1:$up"
 wait_port "$up"
 px=$(free_port)
-start "$tmp/incpathd.log" "$tmp/bin/incpathd" --listen "127.0.0.1:$px" --upstream "127.0.0.1:$up"
+start "$tmp/incpathd.log" "$incpathd" --listen "127.0.0.1:$px" --upstream "127.0.0.1:$up"
 proxy_pid=$last_pid
 wait_port "$px"
 

@@ -11,7 +11,7 @@
 # inotify: a cached docroot is used until its links change) and
 # --watch=false (the cache expires every --realpath-every, 1s). Target: 0
 # path system calls per request. strace slows incpathd down a lot; the
-# counts, not the times, are the result.
+# counts, not the times, are the result. INCPATHD=path counts that binary.
 source "$(dirname "$0")/lib.sh"
 
 total=${REQUESTS:-20000}
@@ -19,6 +19,7 @@ conns=${CONNS:-4}
 command -v strace >/dev/null || fail "strace is missing: apt-get install strace"
 
 build
+incpathd=${INCPATHD:-$tmp/bin/incpathd}
 make_site
 up=$(free_port)
 start "$tmp/nullfpm.log" "$tmp/bin/nullfpm" --listen "127.0.0.1:$up"
@@ -30,7 +31,7 @@ count() {
   local label=$1 px pid strace_pid t0 t1 n
   shift
   px=$(free_port)
-  start "$tmp/incpathd-$px.log" "$tmp/bin/incpathd" --listen "127.0.0.1:$px" \
+  start "$tmp/incpathd-$px.log" "$incpathd" --listen "127.0.0.1:$px" \
     --upstream "127.0.0.1:$up" --max-conns "$conns" \
     --include-path ".:$tmp/site/current/include:/usr/share/php" "$@"
   pid=$last_pid
