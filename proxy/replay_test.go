@@ -3,8 +3,8 @@ package proxy
 import (
 	"net"
 	"sync"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
