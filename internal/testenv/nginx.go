@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -73,10 +70,7 @@ type Nginx struct {
 	// ConfPath is the generated nginx.conf.
 	ConfPath string
 
-	client *http.Client
-
-	mu   sync.Mutex
-	proc *process
+	running
 }
 
 // StartNginx writes an nginx.conf into t.TempDir(), runs nginx in the
@@ -96,7 +90,7 @@ func StartNginx(t testing.TB, o NginxOptions) *Nginx {
 	n := &Nginx{
 		ErrorLog: filepath.Join(dir, "error.log"),
 		ConfPath: filepath.Join(dir, "nginx.conf"),
-		client:   &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: 60 * time.Second},
+		running:  newRunning(),
 	}
 	t.Cleanup(func() {
 		n.client.CloseIdleConnections()
@@ -167,45 +161,11 @@ func (n *Nginx) start(bin, dir, outPath string, from int64) error {
 	return nil
 }
 
-// Stop stops nginx (SIGTERM, a fast shutdown) and waits for the master and
-// its workers to exit. It does nothing if nginx is not running.
-func (n *Nginx) Stop() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.proc != nil {
-		n.proc.stop(syscall.SIGTERM, stopGrace)
-		n.proc = nil
-	}
-}
-
-// PID returns the master's process id, or 0 if nginx is not running.
-func (n *Nginx) PID() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.proc == nil {
-		return 0
-	}
-	return n.proc.pid()
-}
-
-// Client returns the HTTP client Get uses; its idle connections are closed
-// when the test ends.
-func (n *Nginx) Client() *http.Client { return n.client }
-
 // Get requests n.URL+path and returns the status code and body. A transport
 // error fails the test.
 func (n *Nginx) Get(t testing.TB, path string) (int, string) {
 	t.Helper()
-	resp, err := n.client.Get(n.URL + path)
-	if err != nil {
-		t.Fatalf("testenv: GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("testenv: GET %s: %v", path, err)
-	}
-	return resp.StatusCode, string(body)
+	return do(t, n.client, "GET", n.URL+path, "", nil)
 }
 
 // Log returns nginx's error log so far.

@@ -3,13 +3,11 @@ package testenv
 import (
 	"bytes"
 	"fmt"
-	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // NginxServerOptions configures StartNginxServer.
@@ -82,7 +80,7 @@ func StartNginxServer(t testing.TB, o NginxServerOptions) *Nginx {
 	n := &Nginx{
 		ErrorLog: filepath.Join(dir, "error.log"),
 		ConfPath: filepath.Join(dir, "nginx.conf"),
-		client:   &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: 60 * time.Second},
+		running:  newRunning(),
 	}
 	t.Cleanup(func() {
 		n.client.CloseIdleConnections()

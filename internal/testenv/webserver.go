@@ -33,10 +33,7 @@ type WebServer struct {
 	// OutPath.
 	ErrorLog, OutPath string
 
-	client *http.Client
-
-	mu   sync.Mutex
-	proc *process
+	running
 }
 
 // serverSpec says how to start one kind of web server.
@@ -68,7 +65,7 @@ func startWebServer(t testing.TB, spec serverSpec) *WebServer {
 		ConfPath: spec.confPath,
 		ErrorLog: spec.errorLog,
 		OutPath:  filepath.Join(spec.dir, spec.name+".out"),
-		client:   &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: 60 * time.Second},
+		running:  newRunning(),
 	}
 	t.Cleanup(func() {
 		w.client.CloseIdleConnections()
@@ -141,31 +138,6 @@ func (w *WebServer) start(spec serverSpec, args []string, fromLog, fromOut int64
 	return nil
 }
 
-// Stop stops the server (SIGTERM) and waits for it and its children to
-// exit. It does nothing if the server is not running.
-func (w *WebServer) Stop() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.proc != nil {
-		w.proc.stop(syscall.SIGTERM, stopGrace)
-		w.proc = nil
-	}
-}
-
-// PID returns the master's process id, or 0 if the server is not running.
-func (w *WebServer) PID() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.proc == nil {
-		return 0
-	}
-	return w.proc.pid()
-}
-
-// Client returns the HTTP client Get uses; its idle connections are closed
-// when the test ends.
-func (w *WebServer) Client() *http.Client { return w.client }
-
 // Get requests w.URL+path and returns the status code and body. A transport
 // error fails the test.
 func (w *WebServer) Get(t testing.TB, path string) (int, string) {
@@ -208,3 +180,41 @@ func do(t testing.TB, c *http.Client, method, url, contentType string, body io.R
 
 // errNoConf reports options without the configuration they must carry.
 var errNoConf = errors.New("testenv: options need a configuration function")
+
+// running is a started server process and the HTTP client that talks to
+// it: what Nginx and WebServer share.
+type running struct {
+	client *http.Client
+
+	mu   sync.Mutex
+	proc *process
+}
+
+func newRunning() running {
+	return running{client: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: 60 * time.Second}}
+}
+
+// Stop stops the server (SIGTERM, a fast shutdown for nginx) and waits for
+// it and its children to exit. It does nothing if the server is not running.
+func (r *running) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc != nil {
+		r.proc.stop(syscall.SIGTERM, stopGrace)
+		r.proc = nil
+	}
+}
+
+// PID returns the master's process id, or 0 if the server is not running.
+func (r *running) PID() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.proc == nil {
+		return 0
+	}
+	return r.proc.pid()
+}
+
+// Client returns the HTTP client Get uses; its idle connections are closed
+// when the test ends.
+func (r *running) Client() *http.Client { return r.client }
