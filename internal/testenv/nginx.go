@@ -87,6 +87,19 @@ func StartNginx(t testing.TB, o NginxOptions) *Nginx {
 		bin = RequireBinary(t, "nginx")
 	}
 	dir := t.TempDir()
+	for _, d := range []string{"tmp/body", "tmp/fastcgi", "tmp/proxy", "tmp/scgi", "tmp/uwsgi"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return launchNginx(t, bin, dir, func(addr string) []byte { return nginxConf(&o, dir, addr) })
+}
+
+// launchNginx starts nginx in dir with the configuration conf renders for
+// a free address, retrying on a new address if another process takes the
+// port first; nginx is stopped when the test ends.
+func launchNginx(t testing.TB, bin, dir string, conf func(addr string) []byte) *Nginx {
+	t.Helper()
 	n := &Nginx{
 		ErrorLog: filepath.Join(dir, "error.log"),
 		ConfPath: filepath.Join(dir, "nginx.conf"),
@@ -99,11 +112,6 @@ func StartNginx(t testing.TB, o NginxOptions) *Nginx {
 			t.Logf("nginx error log %s:\n%s", n.ErrorLog, tail(n.ErrorLog, 4096))
 		}
 	})
-	for _, d := range []string{"tmp/body", "tmp/fastcgi", "tmp/proxy", "tmp/scgi", "tmp/uwsgi"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
 	outPath := filepath.Join(dir, "nginx.out")
 	for attempt := 1; ; attempt++ {
 		addr, err := freeAddr()
@@ -111,7 +119,7 @@ func StartNginx(t testing.TB, o NginxOptions) *Nginx {
 			t.Fatal(err)
 		}
 		n.Addr, n.URL = addr, "http://"+addr
-		if err := os.WriteFile(n.ConfPath, nginxConf(&o, dir, addr), 0o644); err != nil {
+		if err := os.WriteFile(n.ConfPath, conf(addr), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		from := fileSize(n.ErrorLog)

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/user"
@@ -77,40 +76,9 @@ func StartNginxServer(t testing.TB, o NginxServerOptions) *Nginx {
 	if err := os.WriteFile(filepath.Join(dir, "fastcgi_params"), params, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n := &Nginx{
-		ErrorLog: filepath.Join(dir, "error.log"),
-		ConfPath: filepath.Join(dir, "nginx.conf"),
-		running:  newRunning(),
-	}
-	t.Cleanup(func() {
-		n.client.CloseIdleConnections()
-		n.Stop()
-		if t.Failed() {
-			t.Logf("nginx error log %s:\n%s", n.ErrorLog, tail(n.ErrorLog, 4096))
-		}
+	return launchNginx(t, bin, dir, func(addr string) []byte {
+		return []byte(nginxMainConf(dir, worker, o.Server(addr)))
 	})
-	outPath := filepath.Join(dir, "nginx.out")
-	for attempt := 1; ; attempt++ {
-		addr, err := freeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.Addr, n.URL = addr, "http://"+addr
-		conf := nginxMainConf(dir, worker, o.Server(addr))
-		if err := os.WriteFile(n.ConfPath, []byte(conf), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		from := fileSize(n.ErrorLog)
-		err = n.start(bin, dir, outPath, from)
-		if err == nil {
-			return n
-		}
-		log := readFrom(n.ErrorLog, from)
-		if attempt < 5 && bytes.Contains(log, []byte("Address already in use")) {
-			continue // someone took the free port first
-		}
-		t.Fatalf("%v\nnginx error log:\n%s\nnginx output:\n%s", err, log, tail(outPath, 4096))
-	}
 }
 
 // nginxMainConf renders an nginx.conf around the http-level configuration
