@@ -140,8 +140,12 @@ func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, erro
 	x.frontEnd = name
 	mode := p.Policy.Mode(name)
 	if mode == sapi.Passthrough {
+		out, err := p.passthrough(dst, in)
+		if err != nil {
+			return dst, pinned{}, err
+		}
 		p.stats.Passthrough.Add(1)
-		return append(dst, in...), pinned{}, nil
+		return out, pinned{}, nil
 	}
 	from := param(in, "DOCUMENT_ROOT")
 	if from == "" {

@@ -33,3 +33,18 @@ func proxyPrefixLen(v string) int {
 func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
+
+// ScriptPath returns the path php-fpm opens for a SCRIPT_FILENAME value v:
+// v without the prefix Apache mod_proxy_fcgi puts in front of it, and then,
+// as php-fpm does for such a value, cut at the first '?' (a query string a
+// RewriteRule left there). A value without the prefix is returned as it is.
+func ScriptPath(v string) string {
+	if !hasPrefixFold(v, proxyFCGIPrefix) && !hasPrefixFold(v, proxyBalancerPrefix) {
+		return v
+	}
+	v = v[proxyPrefixLen(v):]
+	if i := strings.IndexByte(v, '?'); i >= 0 {
+		v = v[:i]
+	}
+	return v
+}
