@@ -155,11 +155,7 @@ func (l *Link) Rollback(ctx context.Context) (Result, error) {
 	if prev == "" {
 		return Result{}, fmt.Errorf("%w: %s does not exist", ErrNoPrevious, record)
 	}
-	abs := prev
-	if !filepath.IsAbs(abs) {
-		abs = filepath.Join(s.dir, abs)
-	}
-	real, err := s.check(abs, l.AllowRoots)
+	real, err := s.check(s.targetPath(prev), l.AllowRoots)
 	if err != nil {
 		return Result{}, fmt.Errorf("previous release %s: %w", prev, err)
 	}
@@ -209,6 +205,20 @@ func (l *Link) site() (*site, error) {
 		return nil, fmt.Errorf("release: the link's directory: %w", err)
 	}
 	return &site{link: link, dir: dir, physLink: filepath.Join(physDir, filepath.Base(link))}, nil
+}
+
+// targetPath returns the path the kernel follows for the link target
+// target: a relative target is taken from the directory the link is in, the
+// physical one. It is not cleaned: with target "../releases/A" and the
+// link's directory /srv/site a symlink to /data/site, the kernel goes to
+// /data/releases/A, and a lexical filepath.Join to /srv/releases/A, which
+// may be an allowed root where /data/releases is not. check resolves the
+// result component by component, ".." after a symlink included.
+func (s *site) targetPath(target string) string {
+	if filepath.IsAbs(target) {
+		return target
+	}
+	return filepath.Dir(s.physLink) + "/" + target
 }
 
 // check refuses a release, given as a clean absolute path, that cannot be

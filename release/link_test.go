@@ -249,3 +249,35 @@ func TestResolve(t *testing.T) {
 	_, err = resolve(root + "/missing/x")
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
+
+// Issue #10, item 7: a relative record with ".." is followed from the link's
+// real directory, as the kernel follows it, not from the directory as the
+// link's path spells it. Here the site is reached through alias -> real/site;
+// "../releases/A" from the link names real/releases/A on disk, outside the
+// allowed root, while lexically from alias it names root/releases/A, inside.
+func TestRollbackChecksThePhysicalTarget(t *testing.T) {
+	root := newSite(t, "A")
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "real", "site"), 0o755))
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "real", "releases", "A"), 0o755))
+	require.NoError(t, os.Symlink("real/site", filepath.Join(root, "alias")))
+	cur := filepath.Join(root, "alias", "current")
+	l := &Link{Path: cur, AllowRoots: []string{filepath.Join(root, "releases")}}
+	_, err := l.Activate(t.Context(), filepath.Join(root, "releases", "A"))
+	require.NoError(t, err)
+	require.NoError(t, os.Symlink("../releases/A", cur+PreviousSuffix))
+
+	_, err = l.Rollback(t.Context())
+	assert.ErrorIs(t, err, ErrOutsideRoot)
+	assert.ErrorContains(t, err, filepath.Join(root, "real", "releases", "A"), "names where the target leads on disk")
+	assert.Equal(t, filepath.Join(root, "releases", "A"), target(t, cur), "link untouched")
+
+	// Allowed where it really leads, the rollback goes through, and the
+	// link then resolves to that directory.
+	l.AllowRoots = []string{filepath.Join(root, "real", "releases")}
+	res, err := l.Rollback(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(root, "real", "releases", "A"), res.Dir)
+	got, err := filepath.EvalSymlinks(cur)
+	require.NoError(t, err)
+	assert.Equal(t, res.Dir, got)
+}
