@@ -214,6 +214,14 @@ func (c *execConfig) settings(pattern, resolved string) (out []string, include s
 	var verbatim []string
 	hasInclude := false
 	for _, d := range c.defines {
+		// php joins the -d settings into INI text, one per line, with the
+		// value as given when it starts with a letter or digit: a line
+		// break in one would start settings of its own (an
+		// auto_prepend_file, an extension) that nothing here pinned or
+		// checked.
+		if strings.ContainsAny(d, "\n\r") {
+			return nil, "", fmt.Errorf("-d %q: a setting must not contain a line break", d)
+		}
 		key, value, hasValue := strings.Cut(d, "=")
 		key = strings.TrimSpace(key)
 		if key == "include_path" {

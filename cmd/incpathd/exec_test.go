@@ -410,3 +410,25 @@ func TestExecKeepsIgnoredSIGINT(t *testing.T) {
 		assert.True(t, ws.Signaled() && ws.Signal() == syscall.SIGINT, "status %v", ws)
 	}
 }
+
+// Issue #10, item 12: php reads a -d value that starts with a letter or a
+// digit as raw INI text, so a line break in it sets more than the one key
+// (the control below shows php doing so). exec refuses it, and nothing runs.
+func TestExecRefusesLineBreakInDefine(t *testing.T) {
+	php := testenv.RequireBinary(t, "php")
+	s := realSite(t)
+	show := `echo ini_get("memory_limit"), "|", ini_get("error_log"), PHP_EOL;`
+	for _, injected := range []string{"memory_limit=64M\nerror_log=INJECTED", "memory_limit=64M\rerror_log=INJECTED"} {
+		direct, err := exec.Command(php, "-n", "-d", injected, "-r", show).CombinedOutput()
+		require.NoError(t, err, "%s", direct)
+		require.Equal(t, "64M|INJECTED\n", string(direct), "php itself takes the second line as a setting")
+
+		cmd := selfAsIncpathd("exec", "--docroot", s.Current, "-d", injected, "--", php, "-n", "-r", show)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, "%s", out)
+		assert.Equal(t, 2, exit.ExitCode(), "%s", out)
+		assert.Contains(t, string(out), "line break")
+		assert.NotContains(t, string(out), "INJECTED\n", "php never ran")
+	}
+}
