@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -103,7 +104,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	c := &config{}
 	fs := newFlagSet(c, stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: incpathd [flags]\n\nEvery flag can also be set by the environment variable INCPATHD_<FLAG>, e.g. INCPATHD_UPSTREAM.\n\n")
+		fmt.Fprintf(stderr, "Usage: incpathd [serve] [flags]\n       incpathd activate|drain|exec|maintenance ... (incpathd help COMMAND)\n\nEvery flag can also be set by the environment variable INCPATHD_<FLAG>, e.g. INCPATHD_UPSTREAM.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -232,9 +233,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return activate(ctx, args[1:], getenv, stdout, stderr)
 		case "exec":
 			return execCmd(ctx, args[1:], getenv, stderr)
+		case "help":
+			return help(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	return serve(ctx, args, getenv, stdout, stderr, ready)
+}
+
+// commands are the subcommands run dispatches on; serve is the default.
+var commands = []string{"serve", "activate", "drain", "exec", "maintenance", "help"}
+
+// help is "incpathd help [COMMAND]": the same as "incpathd [COMMAND] --help",
+// the form people type first.
+func help(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) == 0:
+		return run(ctx, []string{"--help"}, getenv, stdout, stderr, nil)
+	case len(args) == 1 && args[0] != "help" && slices.Contains(commands, args[0]):
+		return run(ctx, []string{args[0], "--help"}, getenv, stdout, stderr, nil)
+	case len(args) == 1:
+		fmt.Fprintf(stderr, "incpathd help: unknown command %q; the commands are %s\n", args[0], strings.Join(commands, ", "))
+	default:
+		fmt.Fprintf(stderr, "incpathd help: give one command at most: incpathd help [%s]\n", strings.Join(commands, "|"))
+	}
+	return 2
 }
 
 // serve runs the daemon until ctx ends, then shuts down gracefully.

@@ -183,3 +183,31 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	assert.NoError(t, err, "exit status; log:\n%s", logs.String())
 	assert.Contains(t, logs.String(), "shutting down")
 }
+
+// Issue #10: "incpathd help" and "incpathd help COMMAND" print what --help
+// prints, where it prints it, and exit 0 as it does; before, "help" was taken
+// for a stray argument (exit 2).
+func TestHelpCommand(t *testing.T) {
+	for _, cmd := range []string{"", "serve", "activate", "drain", "exec", "maintenance"} {
+		want := []string{"--help"}
+		args := []string{"help"}
+		if cmd != "" {
+			want = []string{cmd, "--help"}
+			args = append(args, cmd)
+		}
+		wantCode, wantOut, wantErr := runCmd(nil, want...)
+		require.Equal(t, 0, wantCode, "%v", want)
+		require.Contains(t, wantErr, "Usage: incpathd", "%v", want)
+		code, out, errs := runCmd(nil, args...)
+		assert.Equal(t, wantCode, code, "%v: %s", args, errs)
+		assert.Equal(t, wantOut, out, "%v", args)
+		assert.Equal(t, wantErr, errs, "%v", args)
+	}
+	code, _, errs := runCmd(nil, "help", "nope")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, `unknown command "nope"`)
+	assert.Contains(t, errs, "activate, drain, exec")
+	code, _, errs = runCmd(nil, "help", "exec", "drain")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, "one command at most")
+}
