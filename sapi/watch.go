@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Watcher keeps a Resolver's cache right without asking the file system on
@@ -48,6 +49,14 @@ type Watcher struct {
 	// flushed, as the Resolver's own cache does. Zero means
 	// DefaultMaxEntries; negative means no bound.
 	MaxDocroots int
+
+	// RetryAfter is how long a docroot whose links kept changing while it
+	// was being watched (a burst of flips during one resolution) keeps its
+	// unwatched resolution before it is forgotten, so that the next request
+	// resolves it and watches it again. A flip made meanwhile is seen at
+	// most RetryAfter late, however long Resolver.Every is. Zero means
+	// DefaultRetryAfter.
+	RetryAfter time.Duration
 
 	// FSType, if not nil, replaces statfs(2) in tests: it returns the file
 	// system magic number of dir (see linux/magic.h).
@@ -104,11 +113,16 @@ type watchedDir struct {
 	names map[string]map[string]struct{}
 }
 
+// DefaultRetryAfter is Watcher.RetryAfter when it is zero: long enough for
+// a burst of flips to end, short next to any Resolver.Every worth caching for.
+const DefaultRetryAfter = 100 * time.Millisecond
+
 // watchedEntry is a remembered docroot; deps is nil when it is not watched.
 type watchedEntry struct {
 	docroot    string // the Watcher's own copy
 	deps       []dep
-	configured bool // given to Remember: kept whatever happens
+	configured bool        // given to Remember: kept whatever happens
+	retry      *time.Timer // pending retry of a docroot that kept changing
 }
 
 // dep is a directory entry a resolution depends on: name in directory wd.
@@ -156,6 +170,7 @@ func (w *Watcher) Close() error {
 	clear(w.dirs)
 	for _, e := range w.docroots {
 		e.deps = nil
+		e.stopRetry()
 	}
 	w.mu.Unlock()
 	if ino == nil {
@@ -259,6 +274,10 @@ func (w *Watcher) watch(docroot string) bool {
 	ok, err := w.register(docroot, e)
 	if err != nil {
 		w.unregister(docroot, e)
+		if errors.Is(err, errChanging) {
+			w.retryLater(e, err)
+			return false
+		}
 		if errors.Is(err, errUnresolvable) {
 			// Nothing to watch: the resolution fails too, and is not
 			// cached. Not remembered either, so a front end cannot fill
@@ -277,6 +296,50 @@ func (w *Watcher) watch(docroot string) bool {
 // errUnresolvable marks a trace that failed because the docroot does not
 // resolve, as opposed to a failure to watch it.
 var errUnresolvable = errors.New("sapi: docroot does not resolve")
+
+// errChanging marks a docroot whose resolution changed under every attempt
+// to watch it: a passing state, unlike the failures that make watching
+// impossible, so it is retried (see retryLater) instead of left to Every.
+var errChanging = errors.New("sapi: the path kept changing while it was being watched")
+
+// retryLater arranges for the unwatched resolution of e, about to be cached
+// for Resolver.Every, to be forgotten after RetryAfter, unless a resolution
+// has watched it by then. w.mu must be held.
+func (w *Watcher) retryLater(e *watchedEntry, err error) {
+	w.logger().Debug("docroot links changed while being watched; resolving again shortly",
+		"docroot", e.docroot, "retry_after", w.retryAfter(), "err", err)
+	if e.retry != nil {
+		return // one pending already: it forgets this resolution too
+	}
+	e.retry = time.AfterFunc(w.retryAfter(), func() { w.retry(e) })
+}
+
+// retry is the timer function of retryLater.
+func (w *Watcher) retry(e *watchedEntry) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e.retry = nil
+	if w.ino == nil || e.deps != nil || w.docroots[e.docroot] != e {
+		return // closed, watched since, or dropped (and forgotten) since
+	}
+	w.forgets.Add(1)
+	w.r.Forget(e.docroot)
+}
+
+// stopRetry cancels a pending retry. w.mu must be held.
+func (e *watchedEntry) stopRetry() {
+	if e.retry != nil {
+		e.retry.Stop()
+		e.retry = nil
+	}
+}
+
+func (w *Watcher) retryAfter() time.Duration {
+	if w.RetryAfter > 0 {
+		return w.RetryAfter
+	}
+	return DefaultRetryAfter
+}
 
 // register watches the directory entries docroot's resolution goes
 // through. It traces the resolution, watches what it found, and traces
@@ -326,7 +389,7 @@ func (w *Watcher) register(docroot string, e *watchedEntry) (bool, error) {
 		w.unindex(docroot, old, deps)
 		return true, nil
 	}
-	return false, fmt.Errorf("sapi: watch %s: the path kept changing while it was being watched", docroot)
+	return false, fmt.Errorf("sapi: watch %s: %w", docroot, errChanging)
 }
 
 // unregister stops watching docroot, keeping it remembered. w.mu must be

@@ -415,3 +415,53 @@ func TestTrace(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, found{filepath.Join(root, "releases"), "r1"}, got[len(got)-1])
 }
+
+// Issue #10, item 10: a burst of flips while a resolution was being watched
+// made every attempt's two traces differ; the docroot was then left
+// unwatched, cached for the whole Every (an hour here), and later flips were
+// never seen. Now the resolution is forgotten after RetryAfter, the next one
+// watches the docroot again, and a later flip is seen at once.
+func TestWatcherRetriesAfterBurstOfFlips(t *testing.T) {
+	s := newSite(t)
+	var burst atomic.Bool
+	var calls atomic.Int64
+	r := &Resolver{Every: time.Hour}
+	r.Readlink = func(p string) (string, error) {
+		if burst.Load() && p == s.current {
+			// Each trace sees another target, as under flips every few
+			// microseconds.
+			if calls.Add(1)%2 == 0 {
+				return filepath.Join("releases", "B"), nil
+			}
+			return filepath.Join("releases", "A"), nil
+		}
+		return os.Readlink(p)
+	}
+	var log bytes.Buffer
+	w := startWatcher(t, r, &Watcher{
+		RetryAfter: 20 * time.Millisecond,
+		Logger:     slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+
+	burst.Store(true)
+	assert.Equal(t, s.a, resolveOK(t, r, s.current))
+	burst.Store(false)
+	require.Positive(t, calls.Load(), "the burst was seen by the traces")
+	assert.Contains(t, log.String(), "kept changing")
+	assert.NotContains(t, log.String(), "level=WARN", "a passing state, not a failure to watch")
+
+	// The unwatched resolution goes after RetryAfter, not after Every, and
+	// the next one is watched again.
+	waitFor(t, "the unwatched resolution forgotten", func() bool { return r.Len() == 0 })
+	assert.Equal(t, s.a, resolveOK(t, r, s.current))
+	cached := r.Cached()
+	require.Len(t, cached, 1)
+	assert.True(t, cached[0].Watched, "watched again")
+
+	// A flip after the burst is seen at once, by the watch.
+	forgets := w.Forgets()
+	flip(t, s.current, filepath.Join("releases", "B"))
+	waitFor(t, "the flip seen", func() bool { return r.Len() == 0 })
+	assert.Equal(t, s.b, resolveOK(t, r, s.current))
+	assert.Greater(t, w.Forgets(), forgets)
+}
