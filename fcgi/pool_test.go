@@ -423,7 +423,10 @@ func TestPoolStrayBytes(t *testing.T) {
 	b, reused := mustGet(t, p)
 	assert.False(t, reused)
 	assert.NotSame(t, a, b)
-	assert.Equal(t, uint64(1), p.Stats().Stale)
+	// Closed by Put if the stray bytes were read with the answer, else by
+	// the check before reuse.
+	st := p.Stats()
+	assert.Equal(t, uint64(1), st.Stale+st.OutOfStep, "%+v", st)
 	p.Put(b)
 }
 
