@@ -381,6 +381,10 @@ func (c *Conn) Late(id uint16) bool {
 	return true
 }
 
+// OutOfStep reports whether a late record was seen on c (Late): Put will
+// close it.
+func (c *Conn) OutOfStep() bool { return c.late }
+
 // NetConn returns the underlying connection, for deadlines.
 func (c *Conn) NetConn() net.Conn { return c.nc }
 

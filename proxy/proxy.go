@@ -281,10 +281,14 @@ func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, uc *
 			return started, fmt.Errorf("%w: reading response: %w", ErrUpstream, err)
 		}
 		if h.ID != id {
-			if uc.Late(h.ID) {
+			if seen := uc.OutOfStep(); uc.Late(h.ID) {
 				// Written after the previous request's END_REQUEST, once the
 				// connection was back in the pool: no part of this answer.
-				// Skipped, and the connection closed after this request.
+				// Skipped, and the connection closed after this request;
+				// logged once, however many come.
+				if seen {
+					continue
+				}
 				p.logger().Warn("application wrote after the end of a request; its connection is closed", "upstream", p.Pool.Address, "type", h.Type, "id", h.ID)
 				continue
 			}
