@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/incpathd/incpathd/internal/unixsock"
 )
 
 // DefaultMode is the permission of a unix control socket: the endpoint
@@ -49,10 +51,10 @@ func CheckAddr(addr string, allowRemote bool) error {
 	return nil
 }
 
-// Listen opens the control address (see CheckAddr). A unix socket gets
-// mode before any client can reach it (it is bound under a temporary name,
-// chmod-ed, then renamed into place); a stale socket left by a crash is
-// replaced, a live one refused. Closing the listener removes the socket.
+// Listen opens the control address (see CheckAddr). A unix socket is made
+// by unixsock.Listen: it never has wider permissions than mode, a stale
+// socket left by a crash is replaced, a live one or anything that is not a
+// socket refused. Closing the listener removes the socket.
 func Listen(addr string, mode os.FileMode, allowRemote bool) (net.Listener, error) {
 	if err := CheckAddr(addr, allowRemote); err != nil {
 		return nil, err
@@ -70,46 +72,11 @@ func Listen(addr string, mode os.FileMode, allowRemote bool) (net.Listener, erro
 		}
 		return l, nil
 	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("control: listen %s: a file that is not a socket is in the way", addr)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("control: listen %s: another process is serving it", addr)
-		}
-	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp"+strconv.Itoa(os.Getpid()))
-	os.Remove(tmp)
-	l, err := net.Listen("unix", tmp)
+	l, err := unixsock.Listen(path, mode)
 	if err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
-	ul := l.(*net.UnixListener)
-	ul.SetUnlinkOnClose(false) // it is renamed; unixListener.Close removes the final path
-	if err := os.Chmod(tmp, mode); err != nil {
-		l.Close()
-		os.Remove(tmp)
-		return nil, fmt.Errorf("control: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		l.Close()
-		os.Remove(tmp)
-		return nil, fmt.Errorf("control: %w", err)
-	}
-	return &unixListener{UnixListener: ul, path: path}, nil
-}
-
-// unixListener removes its socket file on Close.
-type unixListener struct {
-	*net.UnixListener
-	path string
-}
-
-func (l *unixListener) Close() error {
-	err := l.UnixListener.Close()
-	os.Remove(l.path)
-	return err
+	return l, nil
 }
 
 // Handler serves GET /releases with status's answer.

@@ -169,3 +169,33 @@ func TestPoolDialAbandoned(t *testing.T) {
 	require.ErrorIs(t, err, ErrDial)
 	assert.Equal(t, uint64(1), p2.Stats().DialErrors)
 }
+
+// Issue 10, item 12: request id 0 is reserved for management records
+// (FastCGI 1.0, section 3.3), so a BEGIN_REQUEST with id 0 is not a
+// request. It is answered as the unknown management record it is and the
+// connection closed: the handler never runs, and the web server, which
+// waits for an END_REQUEST that cannot come, learns it at once.
+func TestServerRefusesRequestIDZero(t *testing.T) {
+	checkGoroutines(t)
+	var calls atomic.Int32
+	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
+		calls.Add(1)
+		echo(w, r)
+	})})
+	for _, flags := range []uint8{0, FlagKeepConn} {
+		c := ts.dial(t)
+		c.send(request(0, flags, testPairs, "x"))
+		rr := c.next()
+		assert.Equal(t, TypeUnknownType, rr.Type, "got record type %d %q", rr.Type, rr.Content)
+		assert.Equal(t, uint16(0), rr.ID)
+		assert.Equal(t, string([]byte{TypeBeginRequest, 0, 0, 0, 0, 0, 0, 0}), string(rr.Content))
+		c.expectClosed()
+	}
+	assert.Zero(t, calls.Load(), "the handler ran a request with id 0")
+	assert.Contains(t, ts.logs.String(), "request id 0")
+
+	// A request with a proper id on a new connection is served.
+	c := ts.dial(t)
+	c.send(request(1, 0, nil, "y"))
+	assert.Equal(t, "body=y\n", c.response(1).stdout)
+}

@@ -52,10 +52,12 @@ type Pool struct {
 	stats   PoolStats
 }
 
-// PoolStats counts what the pool did.
+// PoolStats counts what the pool did. OutOfStep counts connections given
+// back with bytes the application wrote after END_REQUEST, closed instead of
+// kept.
 type PoolStats struct {
-	Dials, DialErrors, Reused, Stale, Timeouts uint64
-	Open, Idle                                 int
+	Dials, DialErrors, Reused, Stale, Timeouts, OutOfStep uint64
+	Open, Idle                                            int
 }
 
 // Stats returns the pool's counters.
@@ -222,8 +224,19 @@ func (p *Pool) dial(ctx context.Context) (*Conn, bool, error) {
 }
 
 // Put gives back a connection whose last request ended cleanly with
-// END_REQUEST. Anything else must go to Discard.
+// END_REQUEST. Anything else must go to Discard. A connection that holds
+// bytes read past END_REQUEST, or that saw a late record of an earlier
+// request (Late), is out of step with the application and closed instead:
+// what follows on it belongs to no request, and must not be read as the
+// answer to the next one.
 func (p *Pool) Put(c *Conn) {
+	if c.late || c.R.Buffered() > 0 {
+		p.mu.Lock()
+		p.stats.OutOfStep++
+		p.mu.Unlock()
+		p.Discard(c)
+		return
+	}
 	c.used = time.Now()
 	// A deadline left behind would make the liveness check fail on a good
 	// connection.
@@ -317,6 +330,12 @@ type Conn struct {
 	R    *Reader
 	used time.Time
 
+	// id is the request id of the request under way, prev that of the one
+	// before it on this connection; late is set once a record of an
+	// earlier request came after its END_REQUEST.
+	id, prev uint16
+	late     bool
+
 	// For the liveness check before each reuse, made once: nil rc when nc
 	// has no file descriptor.
 	rc      syscall.RawConn
@@ -335,6 +354,36 @@ func newConn(nc net.Conn) *Conn {
 	}
 	return c
 }
+
+// NextID returns the request id for the next request on c: a new one for
+// every request, 1 to 65535 and round again (0 is for management records),
+// so that a record the application writes after END_REQUEST carries the id
+// of the request it belongs to and can never pass for the answer to the
+// next one.
+func (c *Conn) NextID() uint16 {
+	c.prev = c.id
+	c.id++
+	if c.id == 0 {
+		c.id = 1
+	}
+	return c.id
+}
+
+// Late reports whether a record with request id belongs to the request
+// before the one under way: the application wrote it after that request's
+// END_REQUEST. Such a record is no part of any answer; the caller skips it,
+// and Put closes c instead of keeping it.
+func (c *Conn) Late(id uint16) bool {
+	if id == 0 || id != c.prev {
+		return false
+	}
+	c.late = true
+	return true
+}
+
+// OutOfStep reports whether a late record was seen on c (Late): Put will
+// close it.
+func (c *Conn) OutOfStep() bool { return c.late }
 
 // NetConn returns the underlying connection, for deadlines.
 func (c *Conn) NetConn() net.Conn { return c.nc }

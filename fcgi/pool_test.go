@@ -423,7 +423,10 @@ func TestPoolStrayBytes(t *testing.T) {
 	b, reused := mustGet(t, p)
 	assert.False(t, reused)
 	assert.NotSame(t, a, b)
-	assert.Equal(t, uint64(1), p.Stats().Stale)
+	// Closed by Put if the stray bytes were read with the answer, else by
+	// the check before reuse.
+	st := p.Stats()
+	assert.Equal(t, uint64(1), st.Stale+st.OutOfStep, "%+v", st)
 	p.Put(b)
 }
 
@@ -569,4 +572,28 @@ func TestPoolConcurrent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Issue 10, item 9: request ids on a connection change with every request,
+// and only the id of the request before counts as late; a connection that
+// saw a late record is closed by Put, not kept.
+func TestConnRequestIDs(t *testing.T) {
+	checkGoroutines(t)
+	u := startUpstream(t, "tcp")
+	p := &Pool{Address: u.address()}
+	defer p.Close()
+	c, _ := mustGet(t, p)
+	assert.Equal(t, uint16(1), c.NextID())
+	assert.Equal(t, uint16(2), c.NextID())
+	assert.False(t, c.Late(0), "id 0 is a management record, not a late one")
+	assert.False(t, c.Late(2), "the request under way")
+	assert.False(t, c.Late(7), "an id this connection never used")
+	assert.False(t, c.OutOfStep())
+	assert.True(t, c.Late(1))
+	assert.True(t, c.OutOfStep())
+	p.Put(c)
+	st := p.Stats()
+	assert.Equal(t, uint64(1), st.OutOfStep)
+	assert.Zero(t, st.Idle, "kept a connection out of step")
+	assert.Zero(t, st.Open)
 }

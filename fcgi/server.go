@@ -393,6 +393,9 @@ func (c *conn) logf(msg string, err error) {
 func (c *conn) handleRecord(h Header, content []byte) error {
 	switch h.Type {
 	case TypeBeginRequest:
+		if h.ID == 0 {
+			return c.refuseManagementID()
+		}
 		return c.serveRequest(h, content)
 	case TypeGetValues:
 		return c.answerGetValues(content)
@@ -403,6 +406,19 @@ func (c *conn) handleRecord(h Header, content []byte) error {
 	default:
 		return c.answerUnknownType(h.Type)
 	}
+}
+
+// refuseManagementID refuses a BEGIN_REQUEST with request id 0, which the
+// specification reserves for management records (section 3.3): a record
+// with id 0 is a management record, and one of a type the application does
+// not know is answered with UNKNOWN_TYPE. The connection is then closed: the
+// web server waits for an END_REQUEST that cannot come, and the PARAMS and
+// STDIN after it belong to no request.
+func (c *conn) refuseManagementID() error {
+	if err := c.answerUnknownType(TypeBeginRequest); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: BEGIN_REQUEST with request id 0, which is reserved for management records", ErrProtocol)
 }
 
 func (c *conn) answerUnknownType(t uint8) error {

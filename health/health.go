@@ -120,7 +120,7 @@ func getValues(conn *fcgi.Conn) error {
 
 // ping requests PingPath and checks the answer.
 func (c *Checker) ping(conn *fcgi.Conn) error {
-	const id = 1
+	id := conn.NextID()
 	conn.W.WriteBeginRequest(id, fcgi.RoleResponder, 0)
 	params := []fcgi.Pair{
 		{Name: "GATEWAY_INTERFACE", Value: "CGI/1.1"},

@@ -68,10 +68,6 @@ func (p *Proxy) init() {
 	}
 }
 
-// upstreamID is the request id on upstream connections: one request at a
-// time on each, so any id does.
-const upstreamID = 1
-
 // call is what a request needs besides its params, kept from one request
 // to the next so that forwarding one allocates nothing.
 type call struct {
@@ -244,15 +240,19 @@ func (e *startedError) Unwrap() error { return e.error }
 func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, uc *fcgi.Conn, params []fcgi.Pair, x *exchange) (started bool, err error) {
 	nc := uc.NetConn()
 	nc.SetDeadline(time.Time{})
-	uc.W.WriteBeginRequest(upstreamID, fcgi.RoleResponder, fcgi.FlagKeepConn)
-	if err := uc.W.WriteParams(upstreamID, params); err != nil {
+	// A new id for every request on the connection: one request at a time
+	// runs on each, but a record an application writes after END_REQUEST
+	// must not pass for the next request's answer (see Conn.NextID).
+	id := uc.NextID()
+	uc.W.WriteBeginRequest(id, fcgi.RoleResponder, fcgi.FlagKeepConn)
+	if err := uc.W.WriteParams(id, params); err != nil {
 		return false, err
 	}
 	var body *bodyCopy
 	if r.Body.Done() {
-		uc.W.WriteRecord(fcgi.TypeStdin, upstreamID, nil)
+		uc.W.WriteRecord(fcgi.TypeStdin, id, nil)
 	} else {
-		body = &bodyCopy{done: make(chan struct{})}
+		body = &bodyCopy{id: id, done: make(chan struct{})}
 	}
 	if err := uc.W.Flush(); err != nil {
 		return false, fmt.Errorf("%w: sending request: %w", ErrUpstream, err)
@@ -284,8 +284,19 @@ func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, uc *
 			}
 			return started, fmt.Errorf("%w: reading response: %w", ErrUpstream, err)
 		}
-		if h.ID != upstreamID {
-			return started, fmt.Errorf("%w: record for request %d, want %d", ErrUpstream, h.ID, upstreamID)
+		if h.ID != id {
+			if seen := uc.OutOfStep(); uc.Late(h.ID) {
+				// Written after the previous request's END_REQUEST, once the
+				// connection was back in the pool: no part of this answer.
+				// Skipped, and the connection closed after this request;
+				// logged once, however many come.
+				if seen {
+					continue
+				}
+				p.logger().Warn("application wrote after the end of a request; its connection is closed", "upstream", p.Pool.Address, "type", h.Type, "id", h.ID)
+				continue
+			}
+			return started, fmt.Errorf("%w: record for request %d, want %d", ErrUpstream, h.ID, id)
 		}
 		switch h.Type {
 		case fcgi.TypeStdout, fcgi.TypeStderr:
@@ -333,6 +344,12 @@ func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, uc *
 			if err := w.End(end.AppStatus, end.ProtocolStatus); err != nil {
 				return true, fmt.Errorf("%w: %w", fcgi.ErrClientGone, err)
 			}
+			if uc.R.Buffered() > 0 {
+				// More came with END_REQUEST: the answer went out whole, and
+				// Pool.Put closes the connection rather than let the next
+				// request read it.
+				p.logger().Warn("application wrote after the end of a request; its connection is closed", "upstream", p.Pool.Address, "id", id)
+			}
 			return true, nil
 		default:
 			return started, fmt.Errorf("%w: unexpected record type %d", ErrUpstream, h.Type)
@@ -355,6 +372,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // that an application answering before it has read everything cannot
 // deadlock against us.
 type bodyCopy struct {
+	id   uint16 // the upstream request id
 	done chan struct{}
 	err  atomic.Pointer[error]
 	ok   atomic.Bool
@@ -376,7 +394,7 @@ func (b *bodyCopy) run(r *fcgi.Request, uc *fcgi.Conn) {
 		}
 		// Flush each chunk: the application may answer on what it has
 		// (and a slow upload must reach it as it comes).
-		uc.W.WriteRecord(fcgi.TypeStdin, upstreamID, chunk)
+		uc.W.WriteRecord(fcgi.TypeStdin, b.id, chunk)
 		if err := uc.W.Flush(); err != nil {
 			b.fail(fmt.Errorf("%w: sending request body: %w", ErrUpstream, err))
 			return
@@ -385,7 +403,7 @@ func (b *bodyCopy) run(r *fcgi.Request, uc *fcgi.Conn) {
 	// Say so before the end of the body goes out: the application may
 	// answer the moment it arrives, before this goroutine runs again.
 	b.last.Store(true)
-	uc.W.WriteRecord(fcgi.TypeStdin, upstreamID, nil)
+	uc.W.WriteRecord(fcgi.TypeStdin, b.id, nil)
 	if err := uc.W.Flush(); err != nil {
 		b.fail(fmt.Errorf("%w: sending request body: %w", ErrUpstream, err))
 		return

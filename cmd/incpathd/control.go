@@ -61,7 +61,7 @@ type releases struct {
 // startReleases starts watching r's docroots and, with --control, counting
 // requests per release and serving the control endpoint. It must run before
 // r's first Resolve.
-func startReleases(c *config, r *sapi.Resolver, log *slog.Logger) (*releases, error) {
+func startReleases(c *config, r *sapi.Resolver, log *slog.Logger, lc *lifecycle) (*releases, error) {
 	rs := &releases{watcher: &sapi.Watcher{Logger: log, Disabled: !c.watch}}
 	if c.pattern != "" {
 		// Usually the site's docroot link: report its release as in use
@@ -80,7 +80,11 @@ func startReleases(c *config, r *sapi.Resolver, log *slog.Logger) (*releases, er
 		return rs, nil
 	}
 	mode, _ := strconv.ParseUint(c.controlMode, 8, 32)
-	l, err := control.Listen(c.control, os.FileMode(mode), c.controlAllowRemote)
+	// Through lc, so that a restart hands the socket to the next process:
+	// it could not open it itself while this one still serves.
+	l, err := lc.listen(c.control, func() (net.Listener, error) {
+		return control.Listen(c.control, os.FileMode(mode), c.controlAllowRemote)
+	})
 	if err != nil {
 		rs.watcher.Close()
 		return nil, err

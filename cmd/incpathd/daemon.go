@@ -29,12 +29,10 @@ type daemon struct {
 }
 
 // startDaemon sets up everything but the FastCGI serving itself: it may
-// wrap srv.Handler (maintenance mode) and set p.Observer (metrics).
-func startDaemon(c *config, getenv func(string) string, log *slog.Logger, pool *fcgi.Pool, p *proxy.Proxy, srv *fcgi.Server, rel *releases) (_ *daemon, err error) {
-	d := &daemon{log: log}
-	if d.lc, err = newLifecycle(c, getenv, log); err != nil {
-		return nil, err
-	}
+// wrap srv.Handler (maintenance mode) and set p.Observer (metrics). It owns
+// lc from then on, and closes it if it fails.
+func startDaemon(c *config, lc *lifecycle, log *slog.Logger, pool *fcgi.Pool, p *proxy.Proxy, srv *fcgi.Server, rel *releases) (_ *daemon, err error) {
+	d := &daemon{log: log, lc: lc}
 	defer func() {
 		if err != nil {
 			d.close()

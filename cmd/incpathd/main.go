@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/internal/unixsock"
 	"github.com/incpathd/incpathd/proxy"
 	"github.com/incpathd/incpathd/rewrite"
 	"github.com/incpathd/incpathd/sapi"
@@ -187,35 +188,27 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// listen opens the address the web server connects to. A stale unix socket
-// left by a crash is removed first; a live one is refused.
+// listen opens addr: "host:port", or "unix:/path" with permissions mode
+// (octal, validated), created by unixsock.Listen, which replaces a stale
+// socket left by a crash and refuses a live one or anything that is not a
+// socket.
 func listen(addr, mode string) (net.Listener, error) {
 	path, ok := strings.CutPrefix(addr, "unix:")
 	if !ok {
 		return net.Listen("tcp", addr)
 	}
-	if _, err := os.Lstat(path); err == nil {
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("listen %s: another process is serving it", addr)
-		}
-		os.Remove(path)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
 	m, _ := strconv.ParseUint(mode, 8, 32)
-	if err := os.Chmod(path, os.FileMode(m)); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("listen %s: %w", addr, err)
-	}
-	return l, nil
+	return unixsock.Listen(path, os.FileMode(m))
 }
 
 // testHookServing, if set, is given the daemon's upstream pool and server
 // before it serves: tests read their state.
 var testHookServing func(*fcgi.Pool, *fcgi.Server)
+
+// testHookStarted, if set, runs once every socket is open, before the
+// daemon reports ready; an error makes it fail there, as a start that goes
+// wrong late would.
+var testHookStarted func() error
 
 // run is main without the process around it: the daemon, or one of the
 // subcommands named by the first argument. ready, if not nil, receives the
@@ -309,8 +302,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		},
 		Logger: log,
 	}
-	rel, err := startReleases(c, p.Resolver, log)
+	// The lifecycle first: it owns every listening socket, the control
+	// endpoint's included, so that a restart hands them all on.
+	lc, err := newLifecycle(c, getenv, log)
 	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	rel, err := startReleases(c, p.Resolver, log, lc)
+	if err != nil {
+		lc.close(false)
 		log.Error("cannot serve the control endpoint", "addr", c.control, "err", err)
 		return 1
 	}
@@ -325,7 +326,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		IdleTimeout:    c.idleTimeout,
 		Logger:         log,
 	}
-	d, err := startDaemon(c, getenv, log, pool, p, srv, rel)
+	d, err := startDaemon(c, lc, log, pool, p, srv, rel)
 	if err != nil {
 		log.Error("cannot start", "listen", c.listen, "err", err)
 		return 1
@@ -335,6 +336,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		"realpath_every", c.realpathEvery, "pattern", c.pattern, "metrics", d.httpAddr, "pid", os.Getpid())
 	if testHookServing != nil {
 		testHookServing(pool, srv)
+	}
+	if testHookStarted != nil {
+		if err := testHookStarted(); err != nil {
+			log.Error("cannot start", "err", err)
+			return 1
+		}
 	}
 	errc := make(chan error, len(d.listeners))
 	for _, l := range d.listeners {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -21,6 +22,16 @@ import (
 // (INCPATHD_TEST_MAIN=1), so signal handling is tested on a real process.
 func TestMain(m *testing.M) {
 	if os.Getenv("INCPATHD_TEST_MAIN") == "1" {
+		// A process started while this file exists fails after opening its
+		// sockets: a successor that cannot come up.
+		if marker := os.Getenv("INCPATHD_TEST_FAIL_IF"); marker != "" {
+			testHookStarted = func() error {
+				if _, err := os.Stat(marker); err == nil {
+					return errors.New("test: failing before ready, as asked")
+				}
+				return nil
+			}
+		}
 		main()
 		return
 	}

@@ -35,7 +35,8 @@ type lifecycle struct {
 	systemd []sdSocket // sockets systemd passed, in descriptor order
 
 	mu       sync.Mutex
-	owned    []string // unix socket paths this process created
+	owned    []ownedSocket // unix sockets this process created
+	isReady  atomic.Bool   // ready succeeded: the sockets are this process's
 	hup      chan os.Signal
 	done     chan struct{} // closed by stopping
 	stopOnce sync.Once
@@ -100,7 +101,7 @@ func (lc *lifecycle) fcgiListeners(c *config) ([]net.Listener, error) {
 		lc.log.Info("using sockets from systemd; --listen is ignored", "count", len(out))
 		return out, nil
 	}
-	l, err := lc.listen(c.listen, c.listenMode)
+	l, err := lc.listen(c.listen, func() (net.Listener, error) { return listen(c.listen, c.listenMode) })
 	if err != nil {
 		return nil, err
 	}
@@ -127,18 +128,18 @@ func (lc *lifecycle) metricsListener(c *config) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return lc.listen(addr, c.ops.metricsMode)
+	return lc.listen(addr, func() (net.Listener, error) { return listen(addr, c.ops.metricsMode) })
 }
 
-// listen opens addr ("host:port" or "unix:/path"), or takes it over from
-// the process this one replaces.
-func (lc *lifecycle) listen(addr, mode string) (net.Listener, error) {
+// listen opens addr ("host:port" or "unix:/path") with create, or takes it
+// over from the process this one replaces.
+func (lc *lifecycle) listen(addr string, create func() (net.Listener, error)) (net.Listener, error) {
 	network, key := "tcp", addr
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		network, key = "unix", path
 	}
 	if lc.upg == nil {
-		l, err := listen(addr, mode)
+		l, err := create()
 		if err == nil && network == "unix" {
 			lc.own(key)
 		}
@@ -147,13 +148,15 @@ func (lc *lifecycle) listen(addr, mode string) (net.Listener, error) {
 	created := false
 	l, err := lc.upg.Fds.ListenWithCallback(network, key, func(string, string) (net.Listener, error) {
 		created = true
-		return listen(addr, mode)
+		return create()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	if !created {
 		lc.log.Debug("took over socket", "addr", addr)
+	} else if network == "unix" {
+		lc.own(key)
 	}
 	return l, nil
 }
@@ -170,10 +173,35 @@ func (lc *lifecycle) keep(network, name string, l net.Listener) error {
 	return lc.upg.Fds.AddListener(network, name, tl)
 }
 
+// own records a unix socket this process created, to be removed when it
+// exits without a successor.
 func (lc *lifecycle) own(path string) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return
+	}
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
-	lc.owned = append(lc.owned, path)
+	lc.owned = append(lc.owned, ownedSocket{path, fi})
+}
+
+// ownedSocket is a unix socket this process created, as it was then.
+type ownedSocket struct {
+	path string
+	fi   os.FileInfo
+}
+
+// removeOwned removes the sockets this process created, each only if it is
+// still the one it created: not a socket another process put there since.
+func (lc *lifecycle) removeOwned() {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	for _, s := range lc.owned {
+		if fi, err := os.Lstat(s.path); err == nil && os.SameFile(fi, s.fi) {
+			os.Remove(s.path)
+		}
+	}
+	lc.owned = nil
 }
 
 // ready reports that this process serves: the pid file, systemd, and the
@@ -189,6 +217,7 @@ func (lc *lifecycle) ready() error {
 		if err := lc.upg.Ready(); err != nil {
 			return err
 		}
+		lc.isReady.Store(true)
 		lc.done = make(chan struct{})
 		go lc.restartOnHUP(lc.hup, lc.done)
 	}
@@ -245,19 +274,27 @@ func (lc *lifecycle) stopping() {
 }
 
 // close releases what this process owns: after a restart the successor
-// owns the sockets and the pid file, so they stay.
+// owns the sockets and the pid file, so they stay. Unix sockets are removed
+// before close returns: the process exits right after it.
 func (lc *lifecycle) close(upgraded bool) {
 	if upgraded {
 		return
 	}
-	if lc.upg != nil {
+	switch {
+	case lc.upg == nil:
+		lc.removeOwned()
+	case lc.upg.HasParent() && !lc.isReady.Load():
+		// A successor that failed before it was ready: the sockets it took
+		// over still belong to the process that started it, which serves on
+		// them; Stop would unlink them. Only the ones it created go.
+		lc.removeOwned()
+	default:
+		// Stop unlinks the unix sockets the upgrader holds, on its own
+		// goroutine; Exit is closed once it has. Without the wait the
+		// process often exited first and left the sockets behind.
 		lc.upg.Stop()
+		<-lc.upg.Exit()
 	}
-	lc.mu.Lock()
-	for _, p := range lc.owned {
-		os.Remove(p)
-	}
-	lc.mu.Unlock()
 	for _, s := range lc.systemd {
 		s.l.Close()
 	}

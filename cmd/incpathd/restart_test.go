@@ -44,6 +44,9 @@ type family struct {
 // (a pipe would keep the first process's Wait waiting for every successor).
 func startFamily(t *testing.T, cmd *exec.Cmd, pidFile string) *family {
 	t.Helper()
+	// The subreaper of every later generation, whether or not testenv
+	// started a server (which makes it one) before (PR_SET_CHILD_SUBREAPER).
+	_, _, _ = syscall.RawSyscall(syscall.SYS_PRCTL, 36, 1, 0)
 	f := &family{t: t, pidFile: pidFile, logPath: filepath.Join(t.TempDir(), "incpathd.log"), first: cmd, firstDone: make(chan struct{})}
 	out, err := os.Create(f.logPath)
 	require.NoError(t, err)
