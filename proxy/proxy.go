@@ -134,7 +134,8 @@ func (c requestContext) Value(key any) any           { return c.r.Context().Valu
 // did.
 type pinned struct{ docroot, release string }
 
-// pin decides the request's release and rewrites its params into dst.
+// pin decides the request's release and rewrites its params into dst. It
+// does not count the request as pinned: pinCounted may pin it again.
 func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, error) {
 	name := sapi.Name(in)
 	x.frontEnd = name
@@ -169,7 +170,6 @@ func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, erro
 		return dst, pinned{}, err
 	}
 	x.release = to
-	p.stats.Pinned.Add(1)
 	return out, pin, nil
 }
 
