@@ -541,12 +541,15 @@ func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, 
 		}
 		v := in[i].Value
 		for j := 0; ; {
-			e, next, open := nextEntry(v, j)
+			e, next, open, bad := nextEntry(v, j)
 			if e == "" {
 				break
 			}
 			if open {
 				return fmt.Errorf("%w: unterminated quoted string in %s", ErrINIValue, p.name)
+			}
+			if bad {
+				return fmt.Errorf("%w: quoted section name in %s", ErrINIValue, p.name)
 			}
 			j = next
 			if key, raw, ok := splitEntry(e); ok {
@@ -641,7 +644,7 @@ func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string,
 		}
 		v := in[i].Value
 		for j := 0; ; {
-			e, next, _ := nextEntry(v, j)
+			e, next, _, _ := nextEntry(v, j)
 			if e == "" {
 				break
 			}
