@@ -534,6 +534,9 @@ type iniPlan struct {
 // A quoted string that is never closed is refused. php-fpm would stop
 // parsing there anyway, and once occurrences are merged it would swallow
 // the lines that follow it, lines php-fpm would otherwise have applied.
+//
+// Of several occurrences, an entry whose key a later occurrence sets again
+// is dropped (see write for why).
 func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, pins []pinSlot, verb []string) error {
 	for i := first; i < len(in); i++ {
 		if kinds[i] != p.kind {
@@ -552,7 +555,8 @@ func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, 
 				return fmt.Errorf("%w: quoted section name in %s", ErrINIValue, p.name)
 			}
 			j = next
-			if key, raw, ok := splitEntry(e); ok {
+			key, raw, ok := splitEntry(e)
+			if ok {
 				if key == "include_path" {
 					p.hasInclude = true
 				}
@@ -564,6 +568,9 @@ func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, 
 					continue
 				}
 			}
+			if p.n > 1 && ok && setLater(in, kinds, p.kind, i, key) {
+				continue
+			}
 			if p.verbN < len(verb) {
 				verb[p.verbN] = e
 			}
@@ -572,6 +579,32 @@ func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, 
 		}
 	}
 	return nil
+}
+
+// setLater reports whether an occurrence of the INI param kind after
+// index i sets key. extension and zend_extension are never set again:
+// each entry loads one more.
+func setLater(in []fcgi.Pair, kinds []uint8, kind uint8, i int, key string) bool {
+	if key == "extension" || key == "zend_extension" {
+		return false
+	}
+	for i++; i < len(in); i++ {
+		if kinds[i] != kind {
+			continue
+		}
+		v := in[i].Value
+		for j := 0; ; {
+			e, next, _, _ := nextEntry(v, j)
+			if e == "" {
+				break
+			}
+			j = next
+			if k, _, ok := splitEntry(e); ok && k == key {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // size reads the pinned values and computes the length of the new value.
@@ -609,10 +642,17 @@ func (p *iniPlan) size(keys []string, pins []pinSlot, r *replacer) error {
 }
 
 // write writes the new value: pinned entries first, then the verbatim
-// entries of every occurrence in order, one per line. Pinned entries come
-// first because php-fpm stops at the first syntax error in the text and
-// keeps what it applied before: a broken line sent by the web server must
-// not cost the request its pin.
+// entries of every occurrence, one per line. Pinned entries come first
+// because php-fpm stops at the first syntax error in the text and keeps
+// what it applied before: a broken line sent by the web server must not
+// cost the request its pin.
+//
+// Of several occurrences, the last one's entries come first, then the
+// earlier ones', each without the keys a later one sets. php-fpm alone
+// applies only the last occurrence, up to its first broken line; merged
+// in this order, a broken line in an earlier occurrence can only cut off
+// entries php-fpm would never have applied, and every key still gets the
+// value of its last occurrence.
 func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string, pins []pinSlot, verb []string, r *replacer) error {
 	if !p.rebuild {
 		return nil
@@ -629,7 +669,7 @@ func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string,
 			return fmt.Errorf("%w: %s in %s after pinning", ErrINIValue, keys[k], p.name)
 		}
 	}
-	if p.verbN <= len(verb) {
+	if p.n == 1 && p.verbN <= len(verb) {
 		for _, e := range verb[:p.verbN] {
 			w.line()
 			b.WriteString(e)
@@ -637,8 +677,9 @@ func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string,
 		p.end = b.Len()
 		return nil
 	}
-	// More verbatim entries than scan kept: split the values again.
-	for i := range in {
+	// Several occurrences, or more verbatim entries than scan kept: split
+	// the values again, the last occurrence first.
+	for i := len(in) - 1; i >= 0; i-- {
 		if kinds[i] != p.kind {
 			continue
 		}
@@ -649,7 +690,7 @@ func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string,
 				break
 			}
 			j = next
-			if key, _, ok := splitEntry(e); ok && slices.Contains(keys, key) {
+			if key, _, ok := splitEntry(e); ok && (slices.Contains(keys, key) || p.n > 1 && setLater(in, kinds, p.kind, i, key)) {
 				continue
 			}
 			w.line()
