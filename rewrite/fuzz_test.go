@@ -76,7 +76,7 @@ func FuzzRewrite(f *testing.F) {
 			require.Equal(t, formatResult(out[1:], nil), formatResult(got, gotErr), "in place")
 		}
 		if err != nil {
-			require.True(t, errors.Is(err, ErrDocroot) || errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrINIValue) || errors.Is(err, ErrTooLarge),
+			require.True(t, errors.Is(err, ErrDocroot) || errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrINIValue) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrPattern),
 				"error %q wraps none of the package's errors", err)
 			require.Equal(t, prefix, out, "dst changed on error")
 			return

@@ -190,7 +190,7 @@ func TestGolden(t *testing.T) {
 			c := parseGolden(t, string(text))
 			out, err := c.cfg.Rewrite(nil, c.in, c.from, c.to)
 			if err != nil {
-				assert.True(t, errors.Is(err, ErrDocroot) || errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrINIValue),
+				assert.True(t, errors.Is(err, ErrDocroot) || errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrINIValue) || errors.Is(err, ErrPattern),
 					"error %q wraps none of the package's errors", err)
 				assert.Nil(t, out, "dst changed on error")
 			}

@@ -71,6 +71,12 @@ var (
 	// package documentation).
 	ErrINIValue = errors.New("rewrite: ini value cannot be pinned")
 
+	// ErrPattern means Config.SearchReplacePattern is an ancestor of the
+	// unresolved docroot but the resolved docroot does not end in the same
+	// path below it (/srv/current/public resolved to /srv/shared/www), so
+	// the pattern's own release directory cannot be told from this pin.
+	ErrPattern = errors.New("rewrite: search pattern cannot be pinned")
+
 	// ErrTooLarge means a value Rewrite would create does not fit one
 	// FastCGI record, as php-fpm needs each pair to: pinning made it grow
 	// (a long resolved docroot replacing a short pattern many times). The
@@ -78,6 +84,27 @@ var (
 	// truncated include_path would silently load another release's files.
 	ErrTooLarge = errors.New("rewrite: pinned param too large")
 )
+
+// patternRoot returns what a path pattern (cleaned, without trailing
+// slashes) stands for in this pin. A pattern that is the unresolved docroot
+// fromRoot, or any other path that is not above it, is replaced by the
+// resolved docroot toRoot, as incpath did. A pattern above the docroot is
+// replaced by its own resolution: the common layout roots the web server at
+// /srv/site/current/public and names /srv/site/current/vendor in
+// include_path, and with a pattern of /srv/site/current a docroot resolved
+// to /srv/site/releases/A/public pins the pattern to /srv/site/releases/A,
+// not to the docroot. That takes the resolved docroot to end in the same
+// path below the pattern (/public); ok is false when it does not.
+func patternRoot(pat, fromRoot, toRoot string) (string, bool) {
+	if pat == "" || len(pat) >= len(fromRoot) || !hasRoot(fromRoot, pat) {
+		return toRoot, true
+	}
+	rel := fromRoot[len(pat):] // starts with '/'
+	if !strings.HasSuffix(toRoot, rel) {
+		return "", false
+	}
+	return toRoot[:len(toRoot)-len(rel)], true
+}
 
 // Kinds of params Rewrite treats specially.
 const (
@@ -184,6 +211,11 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 	if rep.pat != "" && rep.pat[0] == '/' {
 		rep.pat = trimSlashes(rep.pat)
 		rep.boundary = true
+		var ok bool
+		if rep.to, ok = patternRoot(rep.pat, fromRoot, toRoot); !ok {
+			return dst, fmt.Errorf("%w: %s is above the docroot %s, which resolved to %s, not below a directory of its own",
+				ErrPattern, rep.pat, from, to)
+		}
 	}
 
 	// Pass 1: classify every param, refuse unsafe paths, and find
