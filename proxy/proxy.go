@@ -41,9 +41,16 @@ type Proxy struct {
 	Releases *inflight.Tracker
 	// Observer, if not nil, is told about every finished request.
 	Observer Observer
+	// PoolINI, if not nil, returns the php-fpm pool's own values of ini
+	// keys (nil for a key PHP does not know), as fpmcall.Caller.INI does.
+	// Keys of Rewrite.PinINI that Rewrite gives no default are learned
+	// with it before the first pinned request and become their defaults
+	// (see poolDefaults).
+	PoolINI func(ctx context.Context, keys []string) (map[string]*string, error)
 
 	initOnce sync.Once
 	stats    Stats
+	learn    poolDefaults
 }
 
 // Stats counts what the proxy did.
@@ -66,6 +73,7 @@ func (p *Proxy) init() {
 	if p.Resolver == nil {
 		p.Resolver = &sapi.Resolver{}
 	}
+	p.initPoolDefaults()
 }
 
 // upstreamID is the request id on upstream connections: one request at a
@@ -160,7 +168,7 @@ func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, erro
 		}
 		pin = pinned{docroot: from, release: to}
 	}
-	out, buf, err := p.Rewrite.RewriteBuffer(dst, in, from, to, x.buf)
+	out, buf, err := p.rewriteConfig().RewriteBuffer(dst, in, from, to, x.buf)
 	x.buf = buf
 	if err != nil {
 		return out, pinned{}, err

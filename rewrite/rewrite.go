@@ -30,9 +30,21 @@ type Config struct {
 	// worker after the request: a pinned include_path sent by one request
 	// would otherwise stay in force, pointing at an old release, for later
 	// requests that send none. Set it to the pool's include_path so every
-	// request sends one. If empty, requests without an include_path get
-	// none added.
+	// request sends one. If empty, the include_path of Defaults, if any, is
+	// sent instead.
 	IncludePath string
+
+	// Defaults are the values the keys of PinINI get on a request that
+	// sets them in neither PHP_VALUE nor PHP_ADMIN_VALUE, with the pattern
+	// replaced like a request's, for the reason given for IncludePath,
+	// which holds for every key: php-fpm writes PHP_VALUE and
+	// PHP_ADMIN_VALUE entries into the worker's master ini table, and
+	// nothing restores them. They go in PHP_VALUE, which changes a key's
+	// value whatever set it (php-fpm does not check who may) without
+	// locking it against ini_set as PHP_ADMIN_VALUE would. Values are
+	// literal strings, as PHP holds them (no INI quoting). A key of PinINI
+	// without a default is sent only when the request sets it.
+	Defaults []Setting
 
 	// PinINI lists the ini keys whose values in PHP_VALUE and
 	// PHP_ADMIN_VALUE get the pattern replaced. Keys are matched exactly,
@@ -46,6 +58,9 @@ type Config struct {
 	// through an attacker's host (httpoxy, CVE-2016-5385).
 	KeepHTTPProxy bool
 }
+
+// Setting is an ini key and its literal value.
+type Setting struct{ Key, Value string }
 
 // DefaultPinINI is the list of ini keys pinned when Config.PinINI is nil:
 // the settings that name files PHP opens by path while it runs a request.
@@ -292,7 +307,7 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 	// struct as a whole, and the plans' output strings go to dst.
 	var valuePins, adminPins []pinSlot
 	var valueVerb, adminVerb []string
-	if nValue > 0 || nAdmin > 0 || c.IncludePath != "" {
+	if nValue > 0 || nAdmin > 0 || c.IncludePath != "" || len(c.Defaults) > 0 {
 		var pins []pinSlot
 		if len(keys) <= stackPins {
 			var pinBuf [2 * stackPins]pinSlot
@@ -320,6 +335,9 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 	if c.IncludePath != "" && !value.hasInclude && !admin.hasInclude {
 		value.base = c.IncludePath
 		value.hasBase = true
+	}
+	if len(c.Defaults) > 0 {
+		value.addDefaults(keys, valuePins, adminPins, c.Defaults)
 	}
 	if err := value.size(keys, valuePins, &rep); err != nil {
 		return dst, err
@@ -412,7 +430,7 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 		dst = append(dst, fcgi.Pair{Name: in[i].Name, Value: v})
 	}
 	dst = append(dst, in[run:]...)
-	if nValue == 0 && value.hasBase {
+	if nValue == 0 && value.rebuild {
 		dst = append(dst, fcgi.Pair{Name: "PHP_VALUE", Value: value.out})
 	}
 	return dst, nil
@@ -535,9 +553,10 @@ func (p *pathPlan) result(v string) string {
 
 // pinSlot holds the last entry of one pinned key in an INI param.
 type pinSlot struct {
-	raw   string // text after '=' in the request
-	value string // raw read as a literal
-	set   bool
+	raw     string // text after '=' in the request
+	value   string // raw read as a literal
+	set     bool
+	literal bool // value is a Config default, not read from raw
 }
 
 // iniPlan rewrites PHP_VALUE or PHP_ADMIN_VALUE.
@@ -639,6 +658,24 @@ func setLater(in []fcgi.Pair, kinds []uint8, kind uint8, i int, key string) bool
 	return false
 }
 
+// addDefaults fills the pins of keys the request sets in neither param
+// with their Config default, if they have one. The configured include_path
+// base, when it is added, stands for include_path's.
+func (p *iniPlan) addDefaults(keys []string, pins, other []pinSlot, defaults []Setting) {
+	for k, key := range keys {
+		if pins[k].set || other[k].set || p.hasBase && key == "include_path" {
+			continue
+		}
+		for _, d := range defaults {
+			if d.Key == key {
+				pins[k] = pinSlot{value: d.Value, set: true, literal: true}
+				p.nPinned++
+				break
+			}
+		}
+	}
+}
+
 // size reads the pinned values and computes the length of the new value.
 // A param seen once with nothing to pin is sent as it came.
 func (p *iniPlan) size(keys []string, pins []pinSlot, r *replacer) error {
@@ -658,11 +695,14 @@ func (p *iniPlan) size(keys []string, pins []pinSlot, r *replacer) error {
 		if !s.set {
 			continue
 		}
-		v, ok := parseValue(s.raw)
-		if !ok {
-			return fmt.Errorf("%w: %s in %s", ErrINIValue, keys[k], p.name)
+		v := s.value
+		if !s.literal {
+			var ok bool
+			if v, ok = parseValue(s.raw); !ok {
+				return fmt.Errorf("%w: %s in %s", ErrINIValue, keys[k], p.name)
+			}
+			s.value = v
 		}
-		s.value = v
 		entries++
 		l += len(keys[k]) + len(`=""`) + len(v) + r.count(v)*delta
 	}
@@ -697,7 +737,7 @@ func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string,
 		}
 	}
 	for k := range pins {
-		if s := &pins[k]; s.set && !w.pin(keys[k], s.value, r, r.needsCheck()) {
+		if s := &pins[k]; s.set && !w.pin(keys[k], s.value, r, s.literal || r.needsCheck()) {
 			return fmt.Errorf("%w: %s in %s after pinning", ErrINIValue, keys[k], p.name)
 		}
 	}
