@@ -207,3 +207,24 @@ func throughLink(list, link string) bool {
 }
 
 func unquoteGo(s string) (string, error) { return strconv.Unquote(s) }
+
+// Item 4 of issue #10: php-fpm alone applies the last of two PHP_VALUE
+// params whole. Merged, a broken line in the first one must not stop PHP
+// before the second one's lines.
+func TestE2EDuplicatePHPValueBrokenLine(t *testing.T) {
+	site := testenv.NewSite(t, "A")
+	fpm := testenv.StartFPM(t, testenv.FPMOptions{Children: 1})
+	addr, _, _ := startIncpathd(t,
+		"--listen", testenv.FreeAddr(t),
+		"--upstream", fpm.Addr,
+		"--max-conns", "1",
+		"--pool-probe-dir", t.TempDir(),
+	)
+	got, res := iniReport(t, addr, site.Current, []string{"memory_limit", "upload_max_filesize", "include_path"},
+		fcgi.Pair{Name: "PHP_VALUE", Value: "memory_limit=64M\nb=)\nc=1"},
+		fcgi.Pair{Name: "PHP_VALUE", Value: "memory_limit=99M\nupload_max_filesize=7M\ninclude_path=" + site.Current + "/include"})
+	require.NotNil(t, got, "%+v", res)
+	assert.Equal(t, "99M", got["memory_limit"])
+	assert.Equal(t, "7M", got["upload_max_filesize"])
+	assert.Equal(t, site.Releases["A"]+"/include", got["include_path"])
+}
