@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,18 +54,19 @@ func (p *Proxy) initPoolDefaults() {
 }
 
 // rewriteConfig returns the Config requests are pinned with: Rewrite, with
-// the pool's values added as defaults once they are known.
-func (p *Proxy) rewriteConfig() *rewrite.Config {
+// the pool's values added as defaults once they are known. from and to are
+// the request's docroots, unresolved and resolved.
+func (p *Proxy) rewriteConfig(from, to string) *rewrite.Config {
 	if c := p.learn.cfg.Load(); c != nil {
 		return c
 	}
 	if len(p.learn.missing) == 0 {
 		return &p.Rewrite
 	}
-	return p.learnPool()
+	return p.learnPool(from, to)
 }
 
-func (p *Proxy) learnPool() *rewrite.Config {
+func (p *Proxy) learnPool(from, to string) *rewrite.Config {
 	l := &p.learn
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -82,12 +85,46 @@ func (p *Proxy) learnPool() *rewrite.Config {
 	}
 	c := p.Rewrite
 	c.Defaults = slices.Clone(c.Defaults)
+	pat, target, unpin := p.Rewrite.PatternTarget(from, to)
+	unpin = unpin && target != pat && target != ""
 	for _, k := range l.missing {
 		if v := values[k]; v != nil {
-			c.Defaults = append(c.Defaults, rewrite.Setting{Key: k, Value: *v})
+			val := *v
+			if unpin {
+				val = unpinValue(val, pat, filepath.Dir(target))
+			}
+			c.Defaults = append(c.Defaults, rewrite.Setting{Key: k, Value: val})
 		}
 	}
 	p.logger().Info("learned the php-fpm pool's ini values", "defaults", c.Defaults)
 	l.cfg.Store(&c)
 	return &c
+}
+
+// unpinValue undoes an earlier pin in a value learned from a worker. The
+// worker may hold what an earlier incpathd process (before a restart) sent
+// it, with the pattern replaced by a release directory: a path in
+// releases, the directory that holds the release the pattern points at
+// now. Each path of the ':'-separated list that lies in a directory of
+// releases gets that directory replaced by the pattern again, so the value
+// is pinned to each request's own release, not to the one the earlier
+// process saw. A pool whose own value names a directory beside the
+// releases would be misread so: set --pin-default for it.
+func unpinValue(v, pattern, releases string) string {
+	if releases == "/" || releases == "." || !strings.Contains(v, releases+"/") {
+		return v
+	}
+	parts := strings.Split(v, ":")
+	for i, e := range parts {
+		rest, ok := strings.CutPrefix(e, releases+"/")
+		if !ok || rest == "" {
+			continue
+		}
+		if k := strings.IndexByte(rest, '/'); k >= 0 {
+			parts[i] = pattern + rest[k:]
+		} else {
+			parts[i] = pattern
+		}
+	}
+	return strings.Join(parts, ":")
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -68,4 +69,39 @@ func TestPoolDefaultsNothingToLearn(t *testing.T) {
 	p.init()
 	_, _, err := p.pinCounted(nil, nginxParams(current), &exchange{})
 	require.NoError(t, err)
+}
+
+// A worker may still hold what an earlier incpathd process pinned it to,
+// before a restart: a path in another release. Learned so, it is unpinned
+// back to the pattern and pinned to each request's own release.
+func TestPoolDefaultsUnpinsAnEarlierPin(t *testing.T) {
+	current, a, _ := site(t)
+	releases := filepath.Dir(a)
+	old := releases + "/Z/lib:/tmp:" + releases + "/Y"
+	p := &Proxy{
+		Resolver: &sapi.Resolver{Every: time.Hour},
+		Rewrite:  rewrite.Config{PinINI: []string{"open_basedir"}},
+		Logger:   quietLogger(),
+		PoolINI: func(context.Context, []string) (map[string]*string, error) {
+			return map[string]*string{"open_basedir": &old}, nil
+		},
+	}
+	p.init()
+	out, _, err := p.pinCounted(nil, nginxParams(current), &exchange{})
+	require.NoError(t, err)
+	assert.Equal(t, []rewrite.Setting{{Key: "open_basedir", Value: current + "/lib:/tmp:" + current}}, p.learn.cfg.Load().Defaults)
+	assert.Contains(t, param(out, "PHP_VALUE"), `open_basedir="`+a+`/lib:/tmp:`+a+`"`)
+}
+
+func TestUnpinValue(t *testing.T) {
+	for _, tt := range []struct{ v, want string }{
+		{"", ""},
+		{".:/usr/share/php", ".:/usr/share/php"},
+		{"/srv/site/releases/A", "/srv/site/current"},
+		{".:/srv/site/releases/A/vendor:/srv/site/releases", ".:/srv/site/current/vendor:/srv/site/releases"},
+		{"/srv/site/releases-old/A", "/srv/site/releases-old/A"},
+		{"/srv/site/releases/", "/srv/site/releases/"},
+	} {
+		assert.Equal(t, tt.want, unpinValue(tt.v, "/srv/site/current", "/srv/site/releases"), "unpinValue(%q)", tt.v)
+	}
 }

@@ -168,7 +168,7 @@ func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, erro
 		}
 		pin = pinned{docroot: from, release: to}
 	}
-	out, buf, err := p.rewriteConfig().RewriteBuffer(dst, in, from, to, x.buf)
+	out, buf, err := p.rewriteConfig(from, to).RewriteBuffer(dst, in, from, to, x.buf)
 	x.buf = buf
 	if err != nil {
 		return out, pinned{}, err

@@ -52,13 +52,14 @@ func TestE2EPinnedINIDoesNotLeak(t *testing.T) {
 		Children: 1,
 		INI:      map[string]string{"include_path": `".:/srv/pool/lib"`},
 	})
-	addr, log, _ := startIncpathd(t,
+	args := []string{
 		"--listen", testenv.FreeAddr(t),
 		"--upstream", fpm.Addr,
 		"--search-replace-pattern", site.Current,
 		"--max-conns", "1",
 		"--pool-probe-dir", t.TempDir(),
-	)
+	}
+	addr, log, stop := startIncpathd(t, args...)
 	keys := []string{"include_path", "open_basedir", "auto_prepend_file"}
 	a := site.Releases["A"]
 	got, res := iniReport(t, addr, site.Current, keys,
@@ -75,6 +76,22 @@ func TestE2EPinnedINIDoesNotLeak(t *testing.T) {
 	assert.Equal(t, "", got["open_basedir"], "the pool's open_basedir")
 	assert.Equal(t, "", got["auto_prepend_file"])
 	assert.Contains(t, log.String(), "learned the php-fpm pool's ini values")
+
+	// A request pinned to B sets include_path; incpathd restarts; the
+	// worker still holds B's path when the new process learns the pool's
+	// values, and current now points at A: no request may get B's path.
+	b := site.Releases["B"]
+	got, res = iniReport(t, addr, site.Current, keys,
+		fcgi.Pair{Name: "PHP_VALUE", Value: `include_path=".:` + site.Current + `/include"`})
+	require.NotNil(t, got, "%+v", res)
+	require.Equal(t, ".:"+b+"/include", got["include_path"])
+	stop()
+	require.NoError(t, site.Flip("A"))
+	addr, _, _ = startIncpathd(t, args...)
+	got, res = iniReport(t, addr, site.Current, keys)
+	require.NotNil(t, got, "after the restart: %+v", res)
+	assert.False(t, throughLink(got["include_path"], b), "include_path %q names B", got["include_path"])
+	assert.Equal(t, ".:"+a+"/include", got["include_path"], "the worker's value, pinned to A")
 }
 
 // --pin-default gives the value instead of the pool, pinned like a
