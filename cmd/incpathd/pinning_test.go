@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/internal/testenv"
+	"github.com/incpathd/incpathd/rewrite"
 )
 
 // iniReport asks testdata/site/info.php, through incpathd at addr, for the
@@ -244,4 +246,25 @@ func TestE2EDuplicatePHPValueBrokenLine(t *testing.T) {
 	assert.Equal(t, "99M", got["memory_limit"])
 	assert.Equal(t, "7M", got["upload_max_filesize"])
 	assert.Equal(t, site.Releases["A"]+"/include", got["include_path"])
+}
+
+// --pin-default and --pool-probe-dir refuse what they cannot use, naming
+// the flag.
+func TestPinDefaultFlags(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	c, err := parse([]string{"--pin-default", "open_basedir=/srv/current:/tmp", "--pin-default", "auto_prepend_file="}, noEnv, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, []rewrite.Setting{{Key: "open_basedir", Value: "/srv/current:/tmp"}, {Key: "auto_prepend_file"}}, c.defaults)
+	assert.True(t, c.poolProbe)
+	for args, want := range map[string]string{
+		"--pin-default=open_basedir":                                "not KEY=VALUE",
+		"--pin-default=memory_limit=1G":                             `"memory_limit" is not one of --pin-ini`,
+		"--pin-default=include_path=a --pin-default=include_path=b": "include_path given twice",
+		`--pin-default=include_path="x`:                             "--pin-default: rewrite: ini value cannot be pinned",
+		"--pool-probe-dir=run/x":                                    "--pool-probe-dir",
+	} {
+		_, err := parse(strings.Fields(args), noEnv, io.Discard)
+		require.Error(t, err, args)
+		assert.Contains(t, err.Error(), want, args)
+	}
 }
