@@ -235,10 +235,10 @@ if (!is_string($secret) || !hash_equals('@HASH@', hash('sha256', $secret))) {
     http_response_code(404);
     exit;
 }
-header('X-Incpathd-Call: ok');
 header('Content-Type: application/json');
 switch ($_SERVER['` + paramAction + `'] ?? '') {
 case 'ini':
+    header('X-Incpathd-Call: ok');
     $out = [];
     foreach (explode(',', (string) ($_SERVER['` + paramKeys + `'] ?? '')) as $key) {
         if ($key !== '') {

@@ -78,3 +78,11 @@ func TestUnreadable(t *testing.T) {
 	require.ErrorIs(t, err, ErrCall)
 	assert.Contains(t, err.Error(), "readable by php-fpm")
 }
+
+// An action the script does not know is an error, not an empty answer.
+func TestUnknownAction(t *testing.T) {
+	fpm := testenv.StartFPM(t, testenv.FPMOptions{Children: 1})
+	c := start(t, fpm)
+	_, err := c.call(context.Background(), "nope", nil)
+	require.ErrorIs(t, err, ErrCall)
+}
