@@ -567,10 +567,11 @@ type iniPlan struct {
 	base    string // Config.IncludePath, added when hasBase
 	hasBase bool
 
-	hasInclude bool // the request sets include_path
-	nPinned    int  // pins set
-	verbN      int  // entries sent verbatim
-	verbLen    int  // their length
+	hasInclude bool           // the request sets include_path
+	last       map[string]int // with several occurrences: see lastSets
+	nPinned    int            // pins set
+	verbN      int            // entries sent verbatim
+	verbLen    int            // their length
 
 	rebuild    bool
 	outLen     int
@@ -589,6 +590,9 @@ type iniPlan struct {
 // Of several occurrences, an entry whose key a later occurrence sets again
 // is dropped (see write for why).
 func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, pins []pinSlot, verb []string) error {
+	if p.n > 1 {
+		p.last = lastSets(in, kinds, p.kind)
+	}
 	for i := first; i < len(in); i++ {
 		if kinds[i] != p.kind {
 			continue
@@ -619,7 +623,7 @@ func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, 
 					continue
 				}
 			}
-			if p.n > 1 && ok && setLater(in, kinds, p.kind, i, key) {
+			if p.n > 1 && ok && p.setLater(i, key) {
 				continue
 			}
 			if p.verbN < len(verb) {
@@ -632,14 +636,14 @@ func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, 
 	return nil
 }
 
-// setLater reports whether an occurrence of the INI param kind after
-// index i sets key. extension and zend_extension are never set again:
-// each entry loads one more.
-func setLater(in []fcgi.Pair, kinds []uint8, kind uint8, i int, key string) bool {
-	if key == "extension" || key == "zend_extension" {
-		return false
-	}
-	for i++; i < len(in); i++ {
+// lastSets maps each key set in the occurrences of the INI param kind to
+// the index of the last occurrence that sets it. It is made only for
+// requests with several occurrences, which are rare, and makes the question
+// "does a later one set it?" one lookup: asked per entry against every
+// later entry, a request of many short entries would cost quadratic time.
+func lastSets(in []fcgi.Pair, kinds []uint8, kind uint8) map[string]int {
+	last := map[string]int{}
+	for i := range in {
 		if kinds[i] != kind {
 			continue
 		}
@@ -650,12 +654,22 @@ func setLater(in []fcgi.Pair, kinds []uint8, kind uint8, i int, key string) bool
 				break
 			}
 			j = next
-			if k, _, ok := splitEntry(e); ok && k == key {
-				return true
+			if k, _, ok := splitEntry(e); ok {
+				last[k] = i
 			}
 		}
 	}
-	return false
+	return last
+}
+
+// setLater reports whether an occurrence after index i sets key, by
+// p.last. extension and zend_extension are never set again: each entry
+// loads one more.
+func (p *iniPlan) setLater(i int, key string) bool {
+	if key == "extension" || key == "zend_extension" {
+		return false
+	}
+	return p.last[key] > i
 }
 
 // addDefaults fills the pins of keys the request sets in neither param
@@ -762,7 +776,7 @@ func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string,
 				break
 			}
 			j = next
-			if key, _, ok := splitEntry(e); ok && (slices.Contains(keys, key) || p.n > 1 && setLater(in, kinds, p.kind, i, key)) {
+			if key, _, ok := splitEntry(e); ok && (slices.Contains(keys, key) || p.n > 1 && p.setLater(i, key)) {
 				continue
 			}
 			w.line()
