@@ -53,7 +53,17 @@ func benchProxy(pool *fcgi.Pool) *Proxy {
 // resolution, rewrite; no release tracker or observer, as with the default
 // flags) and encoded for php-fpm, reusing the buffers the server and the
 // proxy reuse.
+//
+// The "defaults" case adds what the pool's own values, learned at start,
+// make of a stock pool: every other pinned key sent as "" on each request.
 func BenchmarkRewritePath(b *testing.B) {
+	b.Run("include_path", func(b *testing.B) { benchRewritePath(b, nil) })
+	b.Run("defaults", func(b *testing.B) {
+		benchRewritePath(b, []rewrite.Setting{{Key: "open_basedir"}, {Key: "auto_prepend_file"}, {Key: "auto_append_file"}})
+	})
+}
+
+func benchRewritePath(b *testing.B, defaults []rewrite.Setting) {
 	current := benchSite(b)
 	params := fcgibench.NginxParams(current)
 	var enc []byte
@@ -61,6 +71,7 @@ func BenchmarkRewritePath(b *testing.B) {
 		enc = fcgi.AppendPair(enc, p)
 	}
 	p := benchProxy(nil)
+	p.Rewrite.Defaults = defaults
 	p.init()
 	w := fcgi.NewWriter(bufio.NewWriterSize(io.Discard, 16<<10))
 	in := make([]fcgi.Pair, 0, 64)

@@ -34,6 +34,8 @@ func classify(err error) (status int, reason string) {
 		return 400, "unsafe path in request"
 	case errors.Is(err, fcgi.ErrParamTooLarge), errors.Is(err, rewrite.ErrINIValue):
 		return 400, "request parameters cannot be forwarded"
+	case errors.Is(err, rewrite.ErrPattern):
+		return 500, "search-replace pattern cannot be pinned for this docroot"
 	case errors.Is(err, fcgi.ErrPoolTimeout):
 		return 503, "application server busy"
 	case errors.Is(err, fcgi.ErrDial):

@@ -41,9 +41,16 @@ type Proxy struct {
 	Releases *inflight.Tracker
 	// Observer, if not nil, is told about every finished request.
 	Observer Observer
+	// PoolINI, if not nil, returns the php-fpm pool's own values of ini
+	// keys (nil for a key PHP does not know), as fpmcall.Caller.INI does.
+	// Keys of Rewrite.PinINI that Rewrite gives no default are learned
+	// with it before the first pinned request and become their defaults
+	// (see poolDefaults).
+	PoolINI func(ctx context.Context, keys []string) (map[string]*string, error)
 
 	initOnce sync.Once
 	stats    Stats
+	learn    poolDefaults
 }
 
 // Stats counts what the proxy did.
@@ -66,6 +73,7 @@ func (p *Proxy) init() {
 	if p.Resolver == nil {
 		p.Resolver = &sapi.Resolver{}
 	}
+	p.initPoolDefaults()
 }
 
 // call is what a request needs besides its params, kept from one request
@@ -130,7 +138,8 @@ func (c requestContext) Value(key any) any           { return c.r.Context().Valu
 // did.
 type pinned struct{ docroot, release string }
 
-// pin decides the request's release and rewrites its params into dst.
+// pin decides the request's release and rewrites its params into dst. It
+// does not count the request as pinned: pinCounted may pin it again.
 func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, error) {
 	name := sapi.Name(in)
 	x.frontEnd = name
@@ -159,7 +168,7 @@ func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, erro
 		}
 		pin = pinned{docroot: from, release: to}
 	}
-	out, buf, err := p.Rewrite.RewriteBuffer(dst, in, from, to, x.buf)
+	out, buf, err := p.rewriteConfig(from, to).RewriteBuffer(dst, in, from, to, x.buf)
 	x.buf = buf
 	if err != nil {
 		return out, pinned{}, err
@@ -169,7 +178,6 @@ func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, erro
 		return dst, pinned{}, err
 	}
 	x.release = to
-	p.stats.Pinned.Add(1)
 	return out, pin, nil
 }
 

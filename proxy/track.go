@@ -17,18 +17,27 @@ const repinAttempts = 3
 // dropped is pinned again: either the drain sees the count, or the request
 // never uses the old release. With the same reasoning, the counter must be
 // Done only after the request has ended upstream.
+//
+// The request counts once in Stats.Pinned, however often it was pinned.
 func (p *Proxy) pinCounted(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, *inflight.Counter, error) {
 	for attempt := 1; ; attempt++ {
 		out, pin, err := p.pin(dst, in, x)
-		if err != nil || p.Releases == nil {
+		if err != nil {
 			return out, nil, err
 		}
-		c := p.Releases.Acquire(pin.release)
-		if pin.docroot == "" || attempt == repinAttempts || !p.Resolver.Stale(pin.docroot, pin.release) {
-			return out, c, nil
+		var c *inflight.Counter
+		if p.Releases != nil {
+			c = p.Releases.Acquire(pin.release)
+			if pin.docroot != "" && attempt < repinAttempts && p.Resolver.Stale(pin.docroot, pin.release) {
+				c.Done()
+				clear(out)
+				dst = out[:0]
+				continue
+			}
 		}
-		c.Done()
-		clear(out)
-		dst = out[:0]
+		if pin.release != "" {
+			p.stats.Pinned.Add(1)
+		}
+		return out, c, nil
 	}
 }

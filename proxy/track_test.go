@@ -25,6 +25,7 @@ func TestPinCounted(t *testing.T) {
 	assert.Equal(t, []inflight.Release{{Path: a, InFlight: 1}}, p.Releases.Snapshot())
 	c.Done()
 	assert.Empty(t, p.Releases.Snapshot())
+	assert.Equal(t, uint64(1), p.Stats().Pinned.Load())
 
 	// Not pinned, not counted.
 	p.Policy = sapi.Policy{RealpathList: []string{}}
@@ -74,6 +75,8 @@ func TestPinCountedRepinsAfterForget(t *testing.T) {
 	assert.Equal(t, b+"/index.php", param(out, "SCRIPT_FILENAME"))
 	assert.Zero(t, p.Releases.InFlight(a), "the count on A was given back")
 	assert.Equal(t, []inflight.Release{{Path: b, InFlight: 1}}, p.Releases.Snapshot())
+	// Pinned twice, one request: requests_pinned_total counts it once.
+	assert.Equal(t, uint64(1), p.Stats().Pinned.Load())
 	c.Done()
 }
 

@@ -36,7 +36,10 @@
 //   - Each param name is sent once, at the position of its first occurrence.
 //     An ordinary param carries the value of its last occurrence, which is
 //     what php-fpm would have used. PHP_VALUE and PHP_ADMIN_VALUE carry the
-//     entries of all their occurrences, in order, one per line.
+//     entries of all their occurrences, one per line: the last occurrence's
+//     first, then the earlier ones' without the keys a later one sets. A
+//     broken line in an earlier occurrence, where php-fpm's parser stops,
+//     then only cuts off entries php-fpm alone would never have applied.
 //   - Of each pinned key only the last entry is kept, written back as
 //     key="value". Pinned entries come first in the value (an added
 //     include_path, then the keys in the order of [Config.PinINI]), so that
@@ -49,7 +52,9 @@
 //     Blank lines are dropped, and entries are separated by "\n".
 //   - If the request sets no include_path and [Config.IncludePath] is set,
 //     an include_path entry built from it is added to PHP_VALUE, which is
-//     appended to the params if absent.
+//     appended to the params if absent; so is an entry for every other key
+//     of [Config.PinINI] the request does not set and [Config.Defaults]
+//     has a value for.
 //
 // A PHP_VALUE or PHP_ADMIN_VALUE that occurs once, has nothing to pin and
 // gets no include_path added is sent unchanged.
@@ -61,7 +66,10 @@
 //
 // Entries are split where PHP's INI scanner ends them: at "\r", "\n" or
 // "\r\n", but not inside a quoted string, so a line inside an unpinned
-// multi-line string is never taken for a pinned key. Keys are compared
+// multi-line string is never taken for a pinned key; after the ']' of a
+// [section], where another entry may follow on the same line; and at a tab
+// in a key ("x\tinclude_path=/a" is the word x, then include_path). A
+// quoted section name is refused. Keys are compared
 // exactly, after trimming spaces and tabs, as PHP looks them up; an entry
 // such as include_path[]=x is not the include_path key (php-fpm rejects it
 // anyway).
@@ -94,6 +102,12 @@
 // neither inside /srv/current nor inside /x/srv/cur.
 // Trailing slashes of the pattern and the docroots are ignored. A pattern
 // of "/" replaces nothing.
+//
+// A path pattern above the unresolved docroot (/srv/site/current for a
+// docroot of /srv/site/current/public) is replaced by its own release
+// directory: the resolved docroot less the path below the pattern
+// (/srv/site/releases/A for /srv/site/releases/A/public). Rewrite fails
+// with [ErrPattern] when the resolved docroot does not end in that path.
 //
 // incpath left include_path alone and served the request when it could not
 // pin it; Rewrite refuses the request ([ErrINIValue], [ErrUnsafePath],

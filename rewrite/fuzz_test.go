@@ -76,7 +76,7 @@ func FuzzRewrite(f *testing.F) {
 			require.Equal(t, formatResult(out[1:], nil), formatResult(got, gotErr), "in place")
 		}
 		if err != nil {
-			require.True(t, errors.Is(err, ErrDocroot) || errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrINIValue) || errors.Is(err, ErrTooLarge),
+			require.True(t, errors.Is(err, ErrDocroot) || errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrINIValue) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrPattern),
 				"error %q wraps none of the package's errors", err)
 			require.Equal(t, prefix, out, "dst changed on error")
 			return
@@ -189,15 +189,27 @@ func FuzzINI(f *testing.F) {
 // checkINI checks a PHP_VALUE or PHP_ADMIN_VALUE Rewrite sent against the
 // ones it received.
 func checkINI(t *testing.T, name, sent string, in []fcgi.Pair) {
+	// The last occurrence first, then the earlier ones, each without the
+	// keys a later one sets (extension entries all stay).
 	var wantVerbatim []string
-	for _, p := range in {
-		if p.Name != name {
+	later := map[string]bool{}
+	for i := len(in) - 1; i >= 0; i-- {
+		if in[i].Name != name {
 			continue
 		}
-		for _, e := range entries(p.Value) {
-			if key, _, ok := splitEntry(e); !ok || !slices.Contains(DefaultPinINI, key) {
-				wantVerbatim = append(wantVerbatim, e)
+		var keys []string
+		for _, e := range entries(in[i].Value) {
+			key, _, ok := splitEntry(e)
+			if ok {
+				keys = append(keys, key)
 			}
+			if ok && (slices.Contains(DefaultPinINI, key) || later[key] && key != "extension" && key != "zend_extension") {
+				continue
+			}
+			wantVerbatim = append(wantVerbatim, e)
+		}
+		for _, k := range keys {
+			later[k] = true
 		}
 	}
 	var verbatim, pinned []string

@@ -21,7 +21,8 @@ package rewrite
 //
 // Header keys: from and to are the arguments of Rewrite (required);
 // pattern, include_path and keep_http_proxy set the Config fields
-// SearchReplacePattern, IncludePath and KeepHTTPProxy; pin sets PinINI as a
+// SearchReplacePattern, IncludePath and KeepHTTPProxy; each "default:
+// key=value" line adds a Config.Defaults setting; pin sets PinINI as a
 // comma-separated list ("pin:" with nothing after it is an empty list, no
 // pin line leaves it nil). The header ends at the first empty line.
 //
@@ -97,6 +98,10 @@ func parseGolden(t testing.TB, text string) goldenCase {
 					c.cfg.PinINI = append(c.cfg.PinINI, k)
 				}
 			}
+		case "default":
+			k, v, ok := strings.Cut(val, "=")
+			require.True(t, ok, "default %q has no '='", val)
+			c.cfg.Defaults = append(c.cfg.Defaults, Setting{Key: k, Value: v})
 		case "keep_http_proxy":
 			c.cfg.KeepHTTPProxy = val == "true"
 		default:
@@ -190,7 +195,7 @@ func TestGolden(t *testing.T) {
 			c := parseGolden(t, string(text))
 			out, err := c.cfg.Rewrite(nil, c.in, c.from, c.to)
 			if err != nil {
-				assert.True(t, errors.Is(err, ErrDocroot) || errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrINIValue),
+				assert.True(t, errors.Is(err, ErrDocroot) || errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrINIValue) || errors.Is(err, ErrPattern),
 					"error %q wraps none of the package's errors", err)
 				assert.Nil(t, out, "dst changed on error")
 			}

@@ -22,30 +22,43 @@ const (
 	cDollar                // '$': may open ${...}
 	cNUL                   // 0: ends the param for php-fpm
 	cOperator              // & | ^ ~ ! ( ): an expression outside quotes
+	cTab                   // '\t': ends a key
 )
 
 var class = [256]uint16{
 	'\r': cBreak, '\n': cBreak, ';': cComment, '=': cEquals,
 	'"': cDQuote, '\'': cSQuote, '\\': cBackslash, '$': cDollar, 0: cNUL,
 	'&': cOperator, '|': cOperator, '^': cOperator, '~': cOperator,
-	'!': cOperator, '(': cOperator, ')': cOperator,
+	'!': cOperator, '(': cOperator, ')': cOperator, '\t': cTab,
 }
 
 // nextEntry returns the next logical INI entry of s at or after i, without
 // its line break, and the index to continue from. entry is "" when s is
 // exhausted. open reports an entry whose quoted string is never closed: it
-// runs to the end of s.
+// runs to the end of s; bad reports a section whose end cannot be found
+// exactly (a quote or '$' in it), which the caller must refuse.
 //
-// PHP ends a line at "\r", "\n" or "\r\n", but not inside a quoted value: a
-// double- or single-quoted string may span lines. Splitting on bytes alone
-// would let a line inside an unpinned string look like a pinned key.
-// Blank lines are skipped. A comment or a [section] line is one entry that
-// ends at the line break.
-func nextEntry(s string, i int) (entry string, next int, open bool) {
+// Entries end where PHP's INI scanner (Zend/zend_ini_scanner.l, the NORMAL
+// mode php-fpm uses) ends a statement, which is not always a line break:
+//
+//   - PHP ends a line at "\r", "\n" or "\r\n", but not inside a quoted
+//     value: a double- or single-quoted string may span lines. Splitting on
+//     bytes alone would let a line inside an unpinned string look like a
+//     pinned key.
+//   - A [section] ends at its ']'. A statement may follow on the same line:
+//     "[x]include_path=/a" sets include_path (php-fpm logs "only classic
+//     entries are allowed" for the section and applies the entry).
+//   - A key ends at a tab: "x\tinclude_path=/a" is the bare word x (which
+//     php-fpm ignores) and then include_path=/a. Spaces do not end it:
+//     "x include_path=/a" is the key "x include_path". A tab followed by
+//     blanks and '=' is only blank space before the '='.
+//
+// Blank lines are skipped. A comment ends at the line break.
+func nextEntry(s string, i int) (entry string, next int, open, bad bool) {
 	start := i
 	for {
 		if i == len(s) {
-			return "", i, false
+			return "", i, false, false
 		}
 		switch s[i] {
 		case ' ', '\t':
@@ -58,22 +71,36 @@ func nextEntry(s string, i int) (entry string, next int, open bool) {
 		}
 		break
 	}
-	if s[i] == ';' || s[i] == '[' {
+	switch s[i] {
+	case ';':
 		e := lineEnd(s, i)
-		return s[start:e], e, false
+		return s[start:e], e, false, false
+	case '[':
+		return section(s, start, i)
 	}
-	// The key: PHP's option names cannot hold a line break or ';'.
+	// The key: PHP's option names cannot hold a line break, ';' or a tab.
 	for ; i < len(s); i++ {
 		c := class[s[i]]
-		if c&(cBreak|cComment|cEquals) == 0 {
+		if c&(cBreak|cComment|cEquals|cTab) == 0 {
 			continue
 		}
 		if c&cBreak != 0 {
-			return s[start:i], i, false
+			return s[start:i], i, false, false
 		}
 		if c&cComment != 0 {
 			e := lineEnd(s, i)
-			return s[start:e], e, false
+			return s[start:e], e, false, false
+		}
+		if c&cTab != 0 {
+			j := i + 1
+			for j < len(s) && (s[j] == ' ' || s[j] == '\t') {
+				j++
+			}
+			if j < len(s) && s[j] == '=' {
+				i = j - 1 // blanks before the '=': the loop stops there
+				continue
+			}
+			return s[start:i], j, false, false
 		}
 		break
 	}
@@ -84,20 +111,38 @@ func nextEntry(s string, i int) (entry string, next int, open bool) {
 		case c&(cBreak|cComment|cDQuote|cSQuote) == 0:
 			i++
 		case c&cBreak != 0:
-			return s[start:i], i, false
+			return s[start:i], i, false, false
 		case c&cComment != 0:
 			e := lineEnd(s, i)
-			return s[start:e], e, false
+			return s[start:e], e, false, false
 		case c&cDQuote != 0:
 			i = skipDoubleQuoted(s, i+1)
 		default:
 			i = skipSingleQuoted(s, i+1)
 		}
 		if i < 0 {
-			return s[start:], len(s), true
+			return s[start:], len(s), true, false
 		}
 	}
-	return s[start:], len(s), false
+	return s[start:], len(s), false, false
+}
+
+// section returns the section entry whose '[' is at s[i] (start is where
+// its blanks began): up to its ']', or to the line break if there is none
+// (PHP's parser stops there). What follows the ']' on the line is the next
+// entry. A quote or '$' in the name makes the end uncertain (quoted names
+// may hold ']'): bad is set.
+func section(s string, start, i int) (entry string, next int, open, bad bool) {
+	e := lineEnd(s, i)
+	k := strings.IndexByte(s[i:e], ']')
+	if k < 0 {
+		return s[start:e], e, false, false
+	}
+	end := i + k + 1
+	if strings.ContainsAny(s[i:end], "\"'$") {
+		return s[start:e], e, false, true
+	}
+	return s[start:end], end, false, false
 }
 
 // lineEnd returns the index of the first line break in s at or after i, or

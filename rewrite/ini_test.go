@@ -12,7 +12,7 @@ import (
 func entries(s string) []string {
 	var out []string
 	for i := 0; ; {
-		e, next, _ := nextEntry(s, i)
+		e, next, _, _ := nextEntry(s, i)
 		if e == "" {
 			return out
 		}
@@ -32,7 +32,7 @@ func TestNextEntry(t *testing.T) {
 		{"a=1\nb=2", []string{"a=1", "b=2"}},
 		{"a=1\rb=2\r\nc=3\n", []string{"a=1", "b=2", "c=3"}},
 		{"  a = 1  \n", []string{"  a = 1  "}},
-		{"; c=\"x\n[s]\"y\nb=2", []string{"; c=\"x", "[s]\"y", "b=2"}},
+		{"; c=\"x\n[s]\"y\nb=2", []string{"; c=\"x", "[s]", "\"y", "b=2"}},
 		{"bare\na=1", []string{"bare", "a=1"}},
 		{"a;b=\"x\nc=1", []string{"a;b=\"x", "c=1"}},
 		// Quotes hide line breaks and ';'.
@@ -46,6 +46,17 @@ func TestNextEntry(t *testing.T) {
 		{"a=\"x\nb=2", []string{"a=\"x\nb=2"}},
 		{"a='x\nb=2", []string{"a='x\nb=2"}},
 		{"a=b=c\n", []string{"a=b=c"}},
+		// A section ends at its ']'; a statement may follow on its line.
+		{"[x]include_path=/a\nb=1", []string{"[x]", "include_path=/a", "b=1"}},
+		{"[x] \t y=1 ; c\n", []string{"[x]", " \t y=1 ; c"}},
+		{"[x];c\nb=1", []string{"[x]", ";c", "b=1"}},
+		{"[x\nb=1", []string{"[x", "b=1"}},
+		// A tab ends a key, unless only blanks and '=' follow it.
+		{"x\tinclude_path=/a", []string{"x", "include_path=/a"}},
+		{"a b\t c=1\n", []string{"a b", "c=1"}},
+		{"x \t =1\n", []string{"x \t =1"}},
+		{"x\t\n", []string{"x"}},
+		{"x include_path=/a", []string{"x include_path=/a"}},
 	}
 	for _, tt := range tests {
 		assert.Equal(t, tt.want, entries(tt.in), "entries(%q)", tt.in)
@@ -67,7 +78,7 @@ func TestNextEntryOpen(t *testing.T) {
 	} {
 		var open bool
 		for i := 0; ; {
-			e, next, o := nextEntry(s, i)
+			e, next, o, _ := nextEntry(s, i)
 			if e == "" {
 				break
 			}

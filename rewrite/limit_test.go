@@ -1,8 +1,10 @@
 package rewrite
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -45,4 +47,29 @@ func TestRewriteTooLarge(t *testing.T) {
 	_, err = (&Config{}).Rewrite(nil, []fcgi.Pair{{Name: "DOCUMENT_ROOT", Value: from}, {Name: "SCRIPT_FILENAME", Value: script + "x"}}, from, to)
 	require.ErrorIs(t, err, ErrTooLarge)
 	assert.Contains(t, err.Error(), "SCRIPT_FILENAME")
+}
+
+// Many PHP_VALUE params of many short entries: merging them must take
+// linear time (each entry asks whether a later param sets its key), or a
+// request of a megabyte would hold a CPU for minutes.
+func TestManyDuplicateEntriesLinear(t *testing.T) {
+	in := []fcgi.Pair{{Name: "DOCUMENT_ROOT", Value: "/srv/current"}}
+	for i := range 16 {
+		var b strings.Builder
+		for j := range 6000 {
+			fmt.Fprintf(&b, "k%d_%d=1\n", i, j) // set by no other param
+		}
+		in = append(in, fcgi.Pair{Name: "PHP_VALUE", Value: b.String()})
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := (&Config{}).Rewrite(nil, in, "/srv/current", "/srv/releases/A")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, ErrTooLarge, "the merged value is over one record")
+	case <-time.After(30 * time.Second):
+		t.Fatal("Rewrite still running after 30 s")
+	}
 }

@@ -50,3 +50,25 @@ func Entry(key, v string) (string, error) {
 	}
 	return e, nil
 }
+
+// PatternTarget returns Config.SearchReplacePattern (or the unresolved
+// docroot from, if it is empty), cleaned, and what Rewrite replaces it by
+// when pinning from to to. ok is false when the pattern is not a path, or
+// Rewrite would fail with ErrDocroot or ErrPattern.
+func (c *Config) PatternTarget(from, to string) (pattern, target string, ok bool) {
+	if c == nil {
+		c = &zeroConfig
+	}
+	fromRoot, ok1 := cleanRoot(from)
+	toRoot, ok2 := cleanRoot(to)
+	pat := c.SearchReplacePattern
+	if pat == "" {
+		pat = fromRoot
+	}
+	if !ok1 || !ok2 || pat == "" || pat[0] != '/' {
+		return "", "", false
+	}
+	pat = trimSlashes(pat)
+	target, ok = patternRoot(pat, fromRoot, toRoot)
+	return pat, target, ok && pat != ""
+}

@@ -30,9 +30,21 @@ type Config struct {
 	// worker after the request: a pinned include_path sent by one request
 	// would otherwise stay in force, pointing at an old release, for later
 	// requests that send none. Set it to the pool's include_path so every
-	// request sends one. If empty, requests without an include_path get
-	// none added.
+	// request sends one. If empty, the include_path of Defaults, if any, is
+	// sent instead.
 	IncludePath string
+
+	// Defaults are the values the keys of PinINI get on a request that
+	// sets them in neither PHP_VALUE nor PHP_ADMIN_VALUE, with the pattern
+	// replaced like a request's, for the reason given for IncludePath,
+	// which holds for every key: php-fpm writes PHP_VALUE and
+	// PHP_ADMIN_VALUE entries into the worker's master ini table, and
+	// nothing restores them. They go in PHP_VALUE, which changes a key's
+	// value whatever set it (php-fpm does not check who may) without
+	// locking it against ini_set as PHP_ADMIN_VALUE would. Values are
+	// literal strings, as PHP holds them (no INI quoting). A key of PinINI
+	// without a default is sent only when the request sets it.
+	Defaults []Setting
 
 	// PinINI lists the ini keys whose values in PHP_VALUE and
 	// PHP_ADMIN_VALUE get the pattern replaced. Keys are matched exactly,
@@ -46,6 +58,9 @@ type Config struct {
 	// through an attacker's host (httpoxy, CVE-2016-5385).
 	KeepHTTPProxy bool
 }
+
+// Setting is an ini key and its literal value.
+type Setting struct{ Key, Value string }
 
 // DefaultPinINI is the list of ini keys pinned when Config.PinINI is nil:
 // the settings that name files PHP opens by path while it runs a request.
@@ -71,6 +86,12 @@ var (
 	// package documentation).
 	ErrINIValue = errors.New("rewrite: ini value cannot be pinned")
 
+	// ErrPattern means Config.SearchReplacePattern is an ancestor of the
+	// unresolved docroot but the resolved docroot does not end in the same
+	// path below it (/srv/current/public resolved to /srv/shared/www), so
+	// the pattern's own release directory cannot be told from this pin.
+	ErrPattern = errors.New("rewrite: search pattern cannot be pinned")
+
 	// ErrTooLarge means a value Rewrite would create does not fit one
 	// FastCGI record, as php-fpm needs each pair to: pinning made it grow
 	// (a long resolved docroot replacing a short pattern many times). The
@@ -78,6 +99,27 @@ var (
 	// truncated include_path would silently load another release's files.
 	ErrTooLarge = errors.New("rewrite: pinned param too large")
 )
+
+// patternRoot returns what a path pattern (cleaned, without trailing
+// slashes) stands for in this pin. A pattern that is the unresolved docroot
+// fromRoot, or any other path that is not above it, is replaced by the
+// resolved docroot toRoot, as incpath did. A pattern above the docroot is
+// replaced by its own resolution: the common layout roots the web server at
+// /srv/site/current/public and names /srv/site/current/vendor in
+// include_path, and with a pattern of /srv/site/current a docroot resolved
+// to /srv/site/releases/A/public pins the pattern to /srv/site/releases/A,
+// not to the docroot. That takes the resolved docroot to end in the same
+// path below the pattern (/public); ok is false when it does not.
+func patternRoot(pat, fromRoot, toRoot string) (string, bool) {
+	if pat == "" || len(pat) >= len(fromRoot) || !hasRoot(fromRoot, pat) {
+		return toRoot, true
+	}
+	rel := fromRoot[len(pat):] // starts with '/'
+	if !strings.HasSuffix(toRoot, rel) {
+		return "", false
+	}
+	return toRoot[:len(toRoot)-len(rel)], true
+}
 
 // Kinds of params Rewrite treats specially.
 const (
@@ -184,6 +226,11 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 	if rep.pat != "" && rep.pat[0] == '/' {
 		rep.pat = trimSlashes(rep.pat)
 		rep.boundary = true
+		var ok bool
+		if rep.to, ok = patternRoot(rep.pat, fromRoot, toRoot); !ok {
+			return dst, fmt.Errorf("%w: %s is above the docroot %s, which resolved to %s, not below a directory of its own",
+				ErrPattern, rep.pat, from, to)
+		}
 	}
 
 	// Pass 1: classify every param, refuse unsafe paths, and find
@@ -260,7 +307,7 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 	// struct as a whole, and the plans' output strings go to dst.
 	var valuePins, adminPins []pinSlot
 	var valueVerb, adminVerb []string
-	if nValue > 0 || nAdmin > 0 || c.IncludePath != "" {
+	if nValue > 0 || nAdmin > 0 || c.IncludePath != "" || len(c.Defaults) > 0 {
 		var pins []pinSlot
 		if len(keys) <= stackPins {
 			var pinBuf [2 * stackPins]pinSlot
@@ -288,6 +335,9 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 	if c.IncludePath != "" && !value.hasInclude && !admin.hasInclude {
 		value.base = c.IncludePath
 		value.hasBase = true
+	}
+	if len(c.Defaults) > 0 {
+		value.addDefaults(keys, valuePins, adminPins, c.Defaults)
 	}
 	if err := value.size(keys, valuePins, &rep); err != nil {
 		return dst, err
@@ -380,7 +430,7 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 		dst = append(dst, fcgi.Pair{Name: in[i].Name, Value: v})
 	}
 	dst = append(dst, in[run:]...)
-	if nValue == 0 && value.hasBase {
+	if nValue == 0 && value.rebuild {
 		dst = append(dst, fcgi.Pair{Name: "PHP_VALUE", Value: value.out})
 	}
 	return dst, nil
@@ -503,9 +553,10 @@ func (p *pathPlan) result(v string) string {
 
 // pinSlot holds the last entry of one pinned key in an INI param.
 type pinSlot struct {
-	raw   string // text after '=' in the request
-	value string // raw read as a literal
-	set   bool
+	raw     string // text after '=' in the request
+	value   string // raw read as a literal
+	set     bool
+	literal bool // value is a Config default, not read from raw
 }
 
 // iniPlan rewrites PHP_VALUE or PHP_ADMIN_VALUE.
@@ -516,10 +567,11 @@ type iniPlan struct {
 	base    string // Config.IncludePath, added when hasBase
 	hasBase bool
 
-	hasInclude bool // the request sets include_path
-	nPinned    int  // pins set
-	verbN      int  // entries sent verbatim
-	verbLen    int  // their length
+	hasInclude bool           // the request sets include_path
+	last       map[string]int // with several occurrences: see lastSets
+	nPinned    int            // pins set
+	verbN      int            // entries sent verbatim
+	verbLen    int            // their length
 
 	rebuild    bool
 	outLen     int
@@ -534,22 +586,32 @@ type iniPlan struct {
 // A quoted string that is never closed is refused. php-fpm would stop
 // parsing there anyway, and once occurrences are merged it would swallow
 // the lines that follow it, lines php-fpm would otherwise have applied.
+//
+// Of several occurrences, an entry whose key a later occurrence sets again
+// is dropped (see write for why).
 func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, pins []pinSlot, verb []string) error {
+	if p.n > 1 {
+		p.last = lastSets(in, kinds, p.kind)
+	}
 	for i := first; i < len(in); i++ {
 		if kinds[i] != p.kind {
 			continue
 		}
 		v := in[i].Value
 		for j := 0; ; {
-			e, next, open := nextEntry(v, j)
+			e, next, open, bad := nextEntry(v, j)
 			if e == "" {
 				break
 			}
 			if open {
 				return fmt.Errorf("%w: unterminated quoted string in %s", ErrINIValue, p.name)
 			}
+			if bad {
+				return fmt.Errorf("%w: quoted section name in %s", ErrINIValue, p.name)
+			}
 			j = next
-			if key, raw, ok := splitEntry(e); ok {
+			key, raw, ok := splitEntry(e)
+			if ok {
 				if key == "include_path" {
 					p.hasInclude = true
 				}
@@ -561,6 +623,9 @@ func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, 
 					continue
 				}
 			}
+			if p.n > 1 && ok && p.setLater(i, key) {
+				continue
+			}
 			if p.verbN < len(verb) {
 				verb[p.verbN] = e
 			}
@@ -569,6 +634,60 @@ func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, 
 		}
 	}
 	return nil
+}
+
+// lastSets maps each key set in the occurrences of the INI param kind to
+// the index of the last occurrence that sets it. It is made only for
+// requests with several occurrences, which are rare, and makes the question
+// "does a later one set it?" one lookup: asked per entry against every
+// later entry, a request of many short entries would cost quadratic time.
+func lastSets(in []fcgi.Pair, kinds []uint8, kind uint8) map[string]int {
+	last := map[string]int{}
+	for i := range in {
+		if kinds[i] != kind {
+			continue
+		}
+		v := in[i].Value
+		for j := 0; ; {
+			e, next, _, _ := nextEntry(v, j)
+			if e == "" {
+				break
+			}
+			j = next
+			if k, _, ok := splitEntry(e); ok {
+				last[k] = i
+			}
+		}
+	}
+	return last
+}
+
+// setLater reports whether an occurrence after index i sets key, by
+// p.last. extension and zend_extension are never set again: each entry
+// loads one more.
+func (p *iniPlan) setLater(i int, key string) bool {
+	if key == "extension" || key == "zend_extension" {
+		return false
+	}
+	return p.last[key] > i
+}
+
+// addDefaults fills the pins of keys the request sets in neither param
+// with their Config default, if they have one. The configured include_path
+// base, when it is added, stands for include_path's.
+func (p *iniPlan) addDefaults(keys []string, pins, other []pinSlot, defaults []Setting) {
+	for k, key := range keys {
+		if pins[k].set || other[k].set || p.hasBase && key == "include_path" {
+			continue
+		}
+		for _, d := range defaults {
+			if d.Key == key {
+				pins[k] = pinSlot{value: d.Value, set: true, literal: true}
+				p.nPinned++
+				break
+			}
+		}
+	}
 }
 
 // size reads the pinned values and computes the length of the new value.
@@ -590,11 +709,14 @@ func (p *iniPlan) size(keys []string, pins []pinSlot, r *replacer) error {
 		if !s.set {
 			continue
 		}
-		v, ok := parseValue(s.raw)
-		if !ok {
-			return fmt.Errorf("%w: %s in %s", ErrINIValue, keys[k], p.name)
+		v := s.value
+		if !s.literal {
+			var ok bool
+			if v, ok = parseValue(s.raw); !ok {
+				return fmt.Errorf("%w: %s in %s", ErrINIValue, keys[k], p.name)
+			}
+			s.value = v
 		}
-		s.value = v
 		entries++
 		l += len(keys[k]) + len(`=""`) + len(v) + r.count(v)*delta
 	}
@@ -606,10 +728,17 @@ func (p *iniPlan) size(keys []string, pins []pinSlot, r *replacer) error {
 }
 
 // write writes the new value: pinned entries first, then the verbatim
-// entries of every occurrence in order, one per line. Pinned entries come
-// first because php-fpm stops at the first syntax error in the text and
-// keeps what it applied before: a broken line sent by the web server must
-// not cost the request its pin.
+// entries of every occurrence, one per line. Pinned entries come first
+// because php-fpm stops at the first syntax error in the text and keeps
+// what it applied before: a broken line sent by the web server must not
+// cost the request its pin.
+//
+// Of several occurrences, the last one's entries come first, then the
+// earlier ones', each without the keys a later one sets. php-fpm alone
+// applies only the last occurrence, up to its first broken line; merged
+// in this order, a broken line in an earlier occurrence can only cut off
+// entries php-fpm would never have applied, and every key still gets the
+// value of its last occurrence.
 func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string, pins []pinSlot, verb []string, r *replacer) error {
 	if !p.rebuild {
 		return nil
@@ -622,11 +751,11 @@ func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string,
 		}
 	}
 	for k := range pins {
-		if s := &pins[k]; s.set && !w.pin(keys[k], s.value, r, r.needsCheck()) {
+		if s := &pins[k]; s.set && !w.pin(keys[k], s.value, r, s.literal || r.needsCheck()) {
 			return fmt.Errorf("%w: %s in %s after pinning", ErrINIValue, keys[k], p.name)
 		}
 	}
-	if p.verbN <= len(verb) {
+	if p.n == 1 && p.verbN <= len(verb) {
 		for _, e := range verb[:p.verbN] {
 			w.line()
 			b.WriteString(e)
@@ -634,19 +763,20 @@ func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string,
 		p.end = b.Len()
 		return nil
 	}
-	// More verbatim entries than scan kept: split the values again.
-	for i := range in {
+	// Several occurrences, or more verbatim entries than scan kept: split
+	// the values again, the last occurrence first.
+	for i := len(in) - 1; i >= 0; i-- {
 		if kinds[i] != p.kind {
 			continue
 		}
 		v := in[i].Value
 		for j := 0; ; {
-			e, next, _ := nextEntry(v, j)
+			e, next, _, _ := nextEntry(v, j)
 			if e == "" {
 				break
 			}
 			j = next
-			if key, _, ok := splitEntry(e); ok && slices.Contains(keys, key) {
+			if key, _, ok := splitEntry(e); ok && (slices.Contains(keys, key) || p.n > 1 && p.setLater(i, key)) {
 				continue
 			}
 			w.line()

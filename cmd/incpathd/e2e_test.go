@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -38,9 +39,15 @@ type stackOptions struct {
 	nginx testenv.NginxOptions
 }
 
-// startIncpathd runs incpathd in this process until the test ends.
+// startIncpathd runs incpathd in this process until the test ends. Unless
+// args name a --pool-probe flag, the pool probe is off: its call to the
+// upstream, before the first pinned request, would be one more request and
+// connection for the tests that count them (pinning_test.go tests it).
 func startIncpathd(t testing.TB, args ...string) (addr string, log *syncBuffer, stop func()) {
 	t.Helper()
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--pool-probe") }) {
+		args = append(args, "--pool-probe=false")
+	}
 	log = &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/fpmcall"
 	"github.com/incpathd/incpathd/internal/unixsock"
 	"github.com/incpathd/incpathd/proxy"
 	"github.com/incpathd/incpathd/rewrite"
@@ -44,6 +45,10 @@ type config struct {
 	realpathEvery                    time.Duration
 	useReadlink                      string
 	allowRoots, pinINI               []string
+	pinDefaults                      []string
+	defaults                         []rewrite.Setting // pinDefaults, parsed
+	poolProbe                        bool
+	poolProbeDir                     string
 	maxConns, maxClientConns         int
 	maxParamsBytes, maxParams        int
 	connectTimeout, readTimeout      time.Duration
@@ -75,6 +80,9 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.Lookup("use-readlink").NoOptDefVal = "/"
 	fs.StringSliceVar(&c.allowRoots, "allow-root", nil, "a resolved docroot must lie at or below one of these (repeatable)")
 	fs.StringSliceVar(&c.pinINI, "pin-ini", rewrite.DefaultPinINI, "ini keys in PHP_VALUE and PHP_ADMIN_VALUE whose paths are pinned")
+	fs.StringArrayVar(&c.pinDefaults, "pin-default", nil, "KEY=VALUE: the value a --pin-ini key gets, pinned, on a request that does not set it (repeatable); default: the pool's own, learned from php-fpm")
+	fs.BoolVar(&c.poolProbe, "pool-probe", true, "learn the pool's own values of --pin-ini keys without --pin-default (or --include-path) through php-fpm, before the first pinned request")
+	fs.StringVar(&c.poolProbeDir, "pool-probe-dir", "", "directory for the script --pool-probe runs; php-fpm must read it at the same path; empty: the temporary directory")
 	fs.IntVar(&c.maxConns, "max-conns", 5, "upstream connections at most, idle ones included; keep it at or below php-fpm's pm.max_children")
 	fs.IntVar(&c.maxClientConns, "max-client-conns", 1024, "web server connections at most")
 	fs.IntVar(&c.maxParamsBytes, "max-params-bytes", 1<<20, "largest params stream accepted from the web server")
@@ -165,10 +173,38 @@ func (c *config) validate() error {
 	if c.useReadlink != "" && !strings.HasPrefix(c.useReadlink, "/") {
 		return fmt.Errorf("--use-readlink: %q is not an absolute path", c.useReadlink)
 	}
+	if err := c.parseDefaults(); err != nil {
+		return err
+	}
+	if c.poolProbeDir != "" && !strings.HasPrefix(c.poolProbeDir, "/") {
+		return fmt.Errorf("--pool-probe-dir: %q is not an absolute path", c.poolProbeDir)
+	}
 	if err := c.releasesConfig.validate(); err != nil {
 		return err
 	}
 	return c.ops.validate()
+}
+
+// parseDefaults reads --pin-default: KEY=VALUE, KEY one of --pin-ini, set
+// once, VALUE a literal that can be sent between double quotes.
+func (c *config) parseDefaults() error {
+	c.defaults = nil
+	for _, d := range c.pinDefaults {
+		k, v, ok := strings.Cut(d, "=")
+		switch {
+		case !ok:
+			return fmt.Errorf("--pin-default: %q is not KEY=VALUE", d)
+		case !slices.Contains(c.pinINI, k):
+			return fmt.Errorf("--pin-default: %q is not one of --pin-ini %s", k, strings.Join(c.pinINI, ","))
+		case slices.ContainsFunc(c.defaults, func(s rewrite.Setting) bool { return s.Key == k }):
+			return fmt.Errorf("--pin-default: %s given twice", k)
+		}
+		if _, err := rewrite.Entry(k, v); err != nil {
+			return fmt.Errorf("--pin-default: %w", err)
+		}
+		c.defaults = append(c.defaults, rewrite.Setting{Key: k, Value: v})
+	}
+	return nil
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -298,9 +334,20 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			SearchReplacePattern: c.pattern,
 			IncludePath:          c.includePath,
 			PinINI:               c.pinINI,
+			Defaults:             c.defaults,
 			KeepHTTPProxy:        c.keepHTTPProxy,
 		},
 		Logger: log,
+	}
+	if c.poolProbe {
+		caller := &fpmcall.Caller{Pool: pool, Dir: c.poolProbeDir, Timeout: c.connectTimeout + 5*time.Second}
+		if err := caller.Start(); err != nil {
+			log.Error("--pool-probe: the pool's ini values cannot be learned; requests that do not set a --pin-ini key are pinned without it, and a value an earlier request set stays in the worker: set --pin-default for each key, or --pool-probe-dir",
+				"err", err)
+		} else {
+			defer caller.Close()
+			p.PoolINI = caller.INI
+		}
 	}
 	// The lifecycle first: it owns every listening socket, the control
 	// endpoint's included, so that a restart hands them all on.
