@@ -51,6 +51,9 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 
+# The request that crosses a flip, through nginx alone and through incpathd
+# (README, Try it). Installs only the packages the demo needs: nginx-light,
+# php-fpm, curl.
 demo:
-	./scripts/install-deps.sh
+	./scripts/install-deps.sh demo
 	./scripts/demo.sh
