@@ -249,7 +249,7 @@ event "slow.php again through both chains, started after the flip"
   >"$tmp/drain.out" 2>"$tmp/drain.err" &
 pids+=($!)
 drain_pid=$!
-wait_for "incpathd drain" "$drain_pid" "$tmp/drain.err" grep -q 'waiting for' "$tmp/drain.err"
+wait_for "incpathd drain" "$drain_pid" "$tmp/drain.err" grep -qs 'waiting for' "$tmp/drain.err"
 line=$(grep -m1 'waiting for' "$tmp/drain.err")
 event "${line//$site\//}"
 
