@@ -232,6 +232,12 @@ func (d *demo) assertNothingLeft(t *testing.T, groups map[int]bool) {
 		"processes of the demo still running")
 	if left := in(t, groups); len(left) > 0 {
 		t.Errorf("left running: %v", left)
+		// Stop them, so that a failed run leaves nothing behind either.
+		for _, p := range procs(t) {
+			if groups[p.pgid] {
+				syscall.Kill(-p.pgid, syscall.SIGKILL)
+			}
+		}
 	}
 	ents, err := os.ReadDir(d.tmpdir)
 	require.NoError(t, err)
