@@ -44,25 +44,21 @@ fi
 [ -x "$bin" ] || die "INCPATHD=$bin is not an executable"
 bin=$(cd "$(dirname "$bin")" && pwd -P)/$(basename "$bin")
 
-# Physical paths throughout, so that the paths incpathd reports are the
-# ones this script compares with.
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/incpathd-demo.XXXXXX")
-tmp=$(cd "$tmp" && pwd -P)
-pids=()
+# cleanup stops what the demo started, the jobs of this shell: php-fpm and
+# nginx stop their workers on SIGTERM before they exit; whatever still runs
+# after 5 s is killed. Then it removes the temporary directory.
+tmp=''
 cleanup() {
   trap - EXIT INT TERM HUP
-  local p _
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  # php-fpm and nginx stop their workers on SIGTERM before they exit;
-  # whatever is left after 5 s is killed.
+  local _
+  kill -TERM $(jobs -pr) 2>/dev/null || true
   for _ in $(seq 50); do
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && break; p=''; done
-    [ -z "$p" ] && break
+    [ -z "$(jobs -pr)" ] && break
     sleep 0.1
   done
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  kill -KILL $(jobs -pr) 2>/dev/null || true
   wait 2>/dev/null || true
-  rm -rf "$tmp"
+  [ -z "$tmp" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
 # On a signal: clean up, then die of the same signal, so that make (or a
@@ -70,6 +66,11 @@ trap cleanup EXIT
 for sig in INT TERM HUP; do
   trap "cleanup; trap - $sig; kill -$sig \$\$" "$sig"
 done
+
+# Physical paths throughout, so that the paths incpathd reports are the
+# ones this script compares with.
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/incpathd-demo.XXXXXX")
+tmp=$(cd "$tmp" && pwd -P)
 
 # A unix socket path holds at most 107 bytes.
 ((${#tmp} < 80)) || die "temporary directory $tmp is too long for unix sockets; set TMPDIR=/tmp"
@@ -143,13 +144,11 @@ pm.max_children = 2
 $user
 CONF
 PHP_INI_SCAN_DIR='' "$fpm" -F "${asroot[@]}" -y "$tmp/php-fpm.conf" -c "$tmp/php.ini" >>"$tmp/php-fpm.log" 2>&1 &
-pids+=($!)
 wait_for php-fpm "$!" "$tmp/php-fpm.log" sockets "$tmp/fpm-direct.sock" "$tmp/fpm-incpathd.sock"
 
 # --max-conns stays at the pool's pm.max_children.
 "$bin" --listen "unix:$tmp/incpathd.sock" --upstream "unix:$tmp/fpm-incpathd.sock" --max-conns 2 \
   --control "unix:$tmp/control.sock" --shutdown-timeout 2s >"$tmp/incpathd.log" 2>&1 &
-pids+=($!)
 incpathd_pid=$!
 wait_for incpathd "$incpathd_pid" "$tmp/incpathd.log" sockets "$tmp/incpathd.sock" "$tmp/control.sock"
 
@@ -198,7 +197,6 @@ http {
 }
 CONF
 nginx -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx.conf" -g 'daemon off;' >"$tmp/nginx/stderr" 2>&1 &
-pids+=($!)
 wait_for nginx "$!" "$tmp/nginx/stderr" sockets "$tmp/web-direct.sock" "$tmp/web-incpathd.sock"
 
 # get CHAIN PATH prints the body of GET PATH through CHAIN (direct or
@@ -218,8 +216,7 @@ echo
 t0=${EPOCHREALTIME//[.,]/}
 slow_pids=()
 for c in direct incpathd; do
-  get "$c" "/slow.php?wait=$c" >"$tmp/slow-$c.out" 2>&1 &
-  pids+=($!)
+  curl -fsS --max-time 20 --unix-socket "$tmp/web-$c.sock" "http://demo/slow.php?wait=$c" >"$tmp/slow-$c.out" 2>&1 &
   slow_pids+=($!)
 done
 wait_for "slow.php through nginx" "${slow_pids[0]}" "$tmp/slow-direct.out" test -e "$tmp/php/direct"
@@ -247,7 +244,6 @@ event "slow.php again through both chains, started after the flip"
 # 4. drain A while A's request is still in flight.
 "$bin" drain "$site/releases/A" --control "unix:$tmp/control.sock" --timeout 20s --interval 50ms \
   >"$tmp/drain.log" 2>&1 &
-pids+=($!)
 drain_pid=$!
 wait_for "incpathd drain" "$drain_pid" "$tmp/drain.log" grep -qs 'waiting for' "$tmp/drain.log"
 line=$(grep -m1 'waiting for' "$tmp/drain.log")
