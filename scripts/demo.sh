@@ -37,6 +37,7 @@ fi
 bin=${INCPATHD:-}
 if [ -z "$bin" ]; then
   command -v go >/dev/null || die "no go command to build incpathd; install Go 1.26 or set INCPATHD"
+  echo "go build -o bin/incpathd ./cmd/incpathd"
   out=$(go build -o bin/incpathd ./cmd/incpathd 2>&1) || die "go build ./cmd/incpathd failed:
 $out"
   bin=bin/incpathd

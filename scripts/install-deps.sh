@@ -36,15 +36,28 @@ fi
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
 echo "installing: ${need[*]}"
+# apt and dpkg talk a lot, on stderr too; their words are shown only when
+# they fail.
+log=$(mktemp)
+own_policy=''
+finish() {
+  if [ -n "$own_policy" ]; then $sudo rm -f /usr/sbin/policy-rc.d; fi
+  rm -f "$log"
+}
+trap finish EXIT
 # The lighttpd and caddy packages start their service on port 80 when
 # installed, and nginx's and php-fpm's start theirs too. Tests and the demo
 # start their own servers; forbid service starts during the install, unless
 # the machine already has a policy.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
+  own_policy=1
   printf '#!/bin/sh\n# installed by incpathd scripts/install-deps.sh for one apt-get run\nexit 101\n' |
     $sudo tee /usr/sbin/policy-rc.d >/dev/null
   $sudo chmod 755 /usr/sbin/policy-rc.d
-  trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
 fi
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+  --no-install-recommends "${need[@]}"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "install-deps.sh: installing ${need[*]} failed" >&2
+  exit 1
+fi
