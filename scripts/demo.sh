@@ -26,9 +26,22 @@ else
   red='' green='' bold='' off=''
 fi
 
+# find_fpm prints the php-fpm binary: php-fpm8.2 and the like, in the
+# first directory of PATH that has one, the highest version there.
+find_fpm() {
+  local dir found
+  local IFS=:
+  for dir in $PATH; do
+    found=$(compgen -G "${dir:-.}/php-fpm*" | sort -V | tail -n 1) && [ -x "$found" ] && {
+      echo "$found"
+      return
+    }
+  done
+  return 1
+}
 missing=()
 command -v nginx >/dev/null || missing+=(nginx-light)
-fpm=$(compgen -G '/usr/sbin/php-fpm*' | sort | tail -n 1) || missing+=(php-fpm)
+fpm=$(find_fpm) || missing+=(php-fpm)
 command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
   die "missing ${missing[*]}: run ./scripts/install-deps.sh demo (make demo does)"
@@ -117,7 +130,7 @@ sockets() {
 # 120 s by default) the slow request's late include finds `current` -> A in
 # the worker's cache and comes from A, and a request after the flip that
 # lands on a worker with such an entry gets B's script and A's includes
-# (README, the torture test's nginx $realpath_root row). incpathd pins
+# (README, Try it). incpathd pins
 # include_path to the release either way.
 asroot=() user=''
 if [ "$(id -u)" = 0 ]; then asroot=(-R) user='user = root'; fi

@@ -37,6 +37,7 @@ type demo struct {
 // requireDemoBinaries fails under CI=true, and skips elsewhere, when what
 // the demo starts is missing.
 func requireDemoBinaries(t *testing.T) {
+	t.Helper()
 	testenv.RequireBinary(t, "bash")
 	testenv.RequireBinary(t, "nginx")
 	testenv.RequireBinary(t, "php-fpm8.2", "php-fpm*", "php-fpm")
