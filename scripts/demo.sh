@@ -104,12 +104,13 @@ event() {
   printf '  %2d.%02d s  %s\n' $((us / 1000000)) $((us / 10000 % 100)) "$1"
 }
 
-# wait_for NAME PID LOG COMMAND...: until COMMAND succeeds, 10 s at most,
-# while process PID (NAME) runs; else shows the end of LOG and fails.
+# wait_for NAME PID LOG COMMAND...: until COMMAND succeeds, 30 s at most (a
+# loaded machine), while process PID (NAME) runs; else shows the end of LOG
+# and fails.
 wait_for() {
   local name=$1 pid=$2 log=$3 _
   shift 3
-  for _ in $(seq 200); do
+  for _ in $(seq 600); do
     "$@" && return 0
     if ! kill -0 "$pid" 2>/dev/null; then
       die "$name exited; the end of $log:
@@ -117,7 +118,7 @@ $(tail -n 20 "$log" 2>/dev/null)"
     fi
     sleep 0.05
   done
-  die "$name: still no $* after 10 s; the end of $log:
+  die "$name: still no $* after 30 s; the end of $log:
 $(tail -n 20 "$log" 2>/dev/null)"
 }
 sockets() {
@@ -216,7 +217,7 @@ wait_for nginx "$!" "$tmp/nginx/stderr" sockets "$tmp/web-direct.sock" "$tmp/web
 # get CHAIN PATH prints the body of GET PATH through CHAIN (direct or
 # incpathd), or fails with curl's message.
 get() {
-  curl -fsS --max-time 20 --unix-socket "$tmp/web-$1.sock" "http://demo$2"
+  curl -fsS --max-time 60 --unix-socket "$tmp/web-$1.sock" "http://demo$2"
 }
 
 echo "${bold}incpathd demo: the request that crosses a release flip${off}"
@@ -230,7 +231,7 @@ echo
 t0=${EPOCHREALTIME//[.,]/}
 slow_pids=()
 for c in direct incpathd; do
-  curl -fsS --max-time 20 --unix-socket "$tmp/web-$c.sock" "http://demo/slow.php?wait=$c" >"$tmp/slow-$c.out" 2>&1 &
+  curl -fsS --max-time 60 --unix-socket "$tmp/web-$c.sock" "http://demo/slow.php?wait=$c" >"$tmp/slow-$c.out" 2>&1 &
   slow_pids+=($!)
 done
 wait_for "slow.php through nginx" "${slow_pids[0]}" "$tmp/slow-direct.out" test -e "$tmp/php/direct"
@@ -256,7 +257,7 @@ after_incpathd=$(get incpathd /slow.php) || die "slow.php through incpathd after
 event "slow.php again through both chains, started after the flip"
 
 # 4. drain A while A's request is still in flight.
-"$bin" drain "$site/releases/A" --control "unix:$tmp/control.sock" --timeout 20s --interval 50ms \
+"$bin" drain "$site/releases/A" --control "unix:$tmp/control.sock" --timeout 60s --interval 50ms \
   >"$tmp/drain.log" 2>&1 &
 drain_pid=$!
 wait_for "incpathd drain" "$drain_pid" "$tmp/drain.log" grep -qs 'waiting for' "$tmp/drain.log"

@@ -8,7 +8,7 @@
 // ?wait=NAME makes the sleep end when the demo says so rather than after a
 // guessed time, which a loaded machine would outlast: after the first
 // include the script creates NAME in PHP's temporary directory and sleeps
-// until the demo has removed it (having flipped `current` meanwhile), 10 s
+// until the demo has removed it (having flipped `current` meanwhile), 30 s
 // at most. Without ?wait it does not sleep.
 $script = basename(__DIR__);
 $first = include 'first.php';
@@ -21,7 +21,7 @@ if ($wait !== '') {
     }
     $path = sys_get_temp_dir() . '/' . $wait;
     touch($path);
-    for ($i = 0; $i < 1000 && file_exists($path); $i++) {
+    for ($i = 0; $i < 3000 && file_exists($path); $i++) {
         usleep(10000);
         clearstatcache(true, $path);
     }
