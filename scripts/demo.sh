@@ -318,3 +318,8 @@ if ((drained != 0 || failed)); then
   die "incpathd did not keep each request on its release or did not drain A; the end of its log:
 $(tail -n 20 "$tmp/incpathd.log")"
 fi
+echo
+case $slow_direct in
+"A A B" | "A B B") echo "Without incpathd the request in flight answered with code from both releases." ;;
+esac
+echo "Through incpathd each request ran in the release it started in; A was deleted once drained."

@@ -325,6 +325,11 @@ func TestDemo(t *testing.T) {
 		"incpathd drain returned 0: releases/A is drained",
 		"rm -rf releases/A",
 	}, events, "the timeline:\n%s", out)
+	require.GreaterOrEqual(t, len(d.out), 2)
+	assert.Equal(t, []string{
+		"Without incpathd the request in flight answered with code from both releases.",
+		"Through incpathd each request ran in the release it started in; A was deleted once drained.",
+	}, d.out[len(d.out)-2:], "the closing lines")
 	assert.NotContains(t, out, "\x1b[", "colour without a terminal")
 	d.assertNothingLeft(t, groups)
 }
