@@ -56,14 +56,49 @@ wait_port() {
   fail "nothing listens on port $1"
 }
 
+# stop_started stops every process started with `start` so far, and waits
+# for them: the next set-up starts from nothing.
+stop_started() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+
+# need COMMAND PACKAGE fails, saying what to install, unless COMMAND is on
+# the PATH.
+need() {
+  command -v "$1" >/dev/null || fail "$1 is missing: apt-get install $2"
+}
+
 # cpu_ticks PID prints the user+system CPU time the process used so far, in
-# clock ticks (1/100 s on Linux).
+# clock ticks (1/100 s on Linux). The process's stat counts all its threads.
 cpu_ticks() {
   local stat
   stat=$(<"/proc/$1/stat")
   stat=${stat##*) }
   # Fields after the command: state is field 3, utime 14, stime 15.
   awk '{print $12 + $13}' <<<"$stat"
+}
+
+# descendants PID prints PID and the pids of all its live descendants.
+descendants() {
+  local c
+  echo "$1"
+  for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do descendants "$c"; done
+}
+
+# cpu_ticks_tree PID prints the CPU time, in clock ticks, of PID and every
+# live descendant: a relay that forks workers (nginx, haproxy in
+# master-worker mode) counts them all. A child that exits during a round
+# takes its time with it, so the set-ups keep their processes for the run.
+cpu_ticks_tree() {
+  local p t=0 n
+  for p in $(descendants "$1"); do
+    n=$(cpu_ticks "$p" 2>/dev/null) || continue
+    t=$((t + n))
+  done
+  echo "$t"
 }
 
 # hwm_kib PID prints the process's peak resident set size in KiB (VmHWM).
