@@ -102,18 +102,7 @@ INI
 as_root=() user_line="" fpm_user=""
 if [ "$(id -u)" = 0 ]; then as_root=(-R) user_line="user root;" fpm_user="user = root"; fi
 
-# incpathd's environment: the defaults, whatever the caller's shell has,
-# unless a knob says otherwise. The knobs' own variables would read as
-# INCPATHD_* flags, so they go too.
-inc_env=(env -u GOMAXPROCS -u GODEBUG -u INCPATHD_PROCS -u INCPATHD_GODEBUG -u INCPATHD_FLAGS)
-inc_desc="default flags, GOMAXPROCS and GODEBUG unset"
-if [ -n "${INCPATHD_PROCS:-}" ] || [ -n "${INCPATHD_GODEBUG:-}" ] || [ -n "${INCPATHD_FLAGS:-}" ]; then
-  inc_desc="${INCPATHD_PROCS:+GOMAXPROCS=$INCPATHD_PROCS }${INCPATHD_GODEBUG:+GODEBUG=$INCPATHD_GODEBUG }${INCPATHD_FLAGS:-}"
-  inc_desc=${inc_desc% }
-fi
-[ -z "${INCPATHD_PROCS:-}" ] || inc_env+=("GOMAXPROCS=$INCPATHD_PROCS")
-[ -z "${INCPATHD_GODEBUG:-}" ] || inc_env+=("GODEBUG=$INCPATHD_GODEBUG")
-read -r -a inc_flags <<<"${INCPATHD_FLAGS:-}"
+incpathd_env
 
 # FastCGI addresses: loopback TCP ports, or unix sockets with SOCKETS=unix,
 # in incpathd's and nginx's notation (unix:/path or host:port); php-fpm and

@@ -122,3 +122,21 @@ make_site() {
   mkdir -p "$tmp/site/releases/A"
   ln -s releases/A "$tmp/site/current"
 }
+
+# incpathd_env sets inc_env, the command prefix that gives incpathd its
+# environment, inc_flags, flags to add, and inc_desc, their description.
+# incpathd gets its defaults, whatever the caller's shell has, unless a knob
+# says otherwise: INCPATHD_PROCS sets GOMAXPROCS, INCPATHD_GODEBUG GODEBUG,
+# INCPATHD_FLAGS adds flags. The knobs' own variables would read as
+# INCPATHD_* flags, so they go too.
+incpathd_env() {
+  inc_env=(env -u GOMAXPROCS -u GODEBUG -u INCPATHD_PROCS -u INCPATHD_GODEBUG -u INCPATHD_FLAGS)
+  inc_desc="default flags, GOMAXPROCS and GODEBUG unset"
+  if [ -n "${INCPATHD_PROCS:-}" ] || [ -n "${INCPATHD_GODEBUG:-}" ] || [ -n "${INCPATHD_FLAGS:-}" ]; then
+    inc_desc="${INCPATHD_PROCS:+GOMAXPROCS=$INCPATHD_PROCS }${INCPATHD_GODEBUG:+GODEBUG=$INCPATHD_GODEBUG }${INCPATHD_FLAGS:-}"
+    inc_desc=${inc_desc% }
+  fi
+  [ -z "${INCPATHD_PROCS:-}" ] || inc_env+=("GOMAXPROCS=$INCPATHD_PROCS")
+  [ -z "${INCPATHD_GODEBUG:-}" ] || inc_env+=("GODEBUG=$INCPATHD_GODEBUG")
+  read -r -a inc_flags <<<"${INCPATHD_FLAGS:-}"
+}
