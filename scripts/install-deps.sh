@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the tests and the demo start for real:
 # nginx, php-fpm and the php CLI; Apache, lighttpd, Caddy and cgi-fcgi for
-# the front-end tests. Does nothing when they are already there.
+# the front-end tests. With "bench", also what `make bench` runs: wrk,
+# haproxy and nginx's stream module (the relays bench/e2e.sh measures
+# against) and strace. Does nothing when they are already there.
 set -euo pipefail
 need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
@@ -12,6 +14,12 @@ command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
 command -v caddy >/dev/null 2>&1 || need+=(caddy)
 command -v cgi-fcgi >/dev/null 2>&1 || need+=(libfcgi-bin)
+if [ "${1:-}" = bench ]; then
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
+  command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+  [ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+  command -v strace >/dev/null 2>&1 || need+=(strace)
+fi
 if ((${#need[@]} == 0)); then
   exit 0
 fi
