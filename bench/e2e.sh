@@ -269,6 +269,8 @@ lat() {
   awk -v u="$1" 'BEGIN {
     if (u < 1000) printf "%dµs", u; else if (u < 1000000) printf "%.2fms", u / 1000; else printf "%.2fs", u / 1000000 }'
 }
+# added US prints a latency difference with its sign.
+added() { awk -v u="$1" 'BEGIN {exit u < 0}' && echo "+$(lat "$1")" || echo "-$(lat "${1#-}")"; }
 div() { awk -v a="$1" -v b="$2" 'BEGIN {printf (b > 0 ? "%.2f" : "-"), a / b}'; }
 
 # measure runs the rounds at $conns connections and prints them, the medians
@@ -299,7 +301,7 @@ measure() {
   for p in "${paths[@]}"; do
     # shellcheck disable=SC2086 # the lists split into median's arguments
     {
-      med_rate[$p]=$(median ${rates[$p]}) med_p99[$p]=$(median ${p99s[$p]})
+      med_rate[$p]=$(printf '%.0f' "$(median ${rates[$p]})") med_p99[$p]=$(median ${p99s[$p]})
       med_ratio[$p]=- med_added[$p]=- med_cpu[$p]=-
       [ -z "${ratios[$p]:-}" ] || med_ratio[$p]=$(median ${ratios[$p]}) med_added[$p]=$(median ${addeds[$p]})
       [ -z "${cpus[$p]:-}" ] || med_cpu[$p]=$(median ${cpus[$p]})
@@ -307,7 +309,7 @@ measure() {
       p50=$(median ${p50s[$p]}) errs=$(printf '%s\n' ${errss[$p]} | awk '{s += $1} END {print s}')
     }
     local added=-
-    [ "${med_added[$p]}" = - ] || [ "$p" = direct ] || added="+$(lat "${med_added[$p]}")"
+    [ "${med_added[$p]}" = - ] || [ "$p" = direct ] || added=$(added "${med_added[$p]}")
     printf '  %-9s %9s %6s %9s %9s %9s %11s %7s\n' "$p" "${med_rate[$p]}" "${med_ratio[$p]}" "$(lat "$p50")" \
       "$added" "$(lat "${med_p99[$p]}")" "${med_cpu[$p]}" "$errs"
     printf '%s %s %s %s %s %s %s %s %s\n' "$conns" "$workers" "$p" "${med_rate[$p]}" "${med_ratio[$p]}" \
@@ -319,7 +321,7 @@ measure() {
       printf '  incpathd/%s: CPU per request %s, throughput %s, p99 %s' "$p" \
         "$(div "${med_cpu[incpathd]}" "${med_cpu[$p]}")" "$(div "${med_rate[incpathd]}" "${med_rate[$p]}")" \
         "$(div "${med_p99[incpathd]}" "${med_p99[$p]}")"
-      [ "${med_added[$p]}" = - ] || printf ', added p50 %s against %s' "${med_added[incpathd]}µs" "${med_added[$p]}µs"
+      [ "${med_added[$p]}" = - ] || printf ', added p50 %s against %s' "$(added "${med_added[incpathd]}")" "$(added "${med_added[$p]}")"
       echo
     done
   fi
