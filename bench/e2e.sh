@@ -63,23 +63,23 @@ sockets=${SOCKETS:-tcp}
 
 has_path() { [[ " ${paths[*]} " == *" $1 "* ]]; }
 for p in "${paths[@]}"; do
-  case $p in direct | haproxy | stream | incpathd) ;; *) fail "PATHS: unknown path $p (direct, haproxy, stream, incpathd)" ;; esac
+  case $p in direct | haproxy | stream | incpathd) ;; *) refuse "PATHS: unknown path $p (direct, haproxy, stream, incpathd)" ;; esac
 done
 for c in $conns_list; do
-  [[ $c =~ ^[1-9][0-9]*$ ]] || fail "CONNS: $c is not a positive number"
+  [[ $c =~ ^[1-9][0-9]*$ ]] || refuse "CONNS: $c is not a positive number"
 done
 
 need nginx nginx-light
 need wrk wrk
 need curl curl
 fpm_bin=$(compgen -G '/usr/sbin/php-fpm*' | sort | tail -n 1 || true)
-[ -n "$fpm_bin" ] || fail "php-fpm is missing: apt-get install php-fpm"
+[ -n "$fpm_bin" ] || refuse "php-fpm is missing: apt-get install php-fpm"
 if has_path haproxy; then need haproxy haproxy; fi
 stream_module=""
 if has_path stream; then
   modules=$(nginx -V 2>&1 | tr ' ' '\n' | sed -n 's/^--modules-path=//p')
   stream_module=${modules:-/usr/lib/nginx/modules}/ngx_stream_module.so
-  [ -f "$stream_module" ] || fail "nginx's stream module is missing ($stream_module): apt-get install libnginx-mod-stream"
+  [ -f "$stream_module" ] || refuse "nginx's stream module is missing ($stream_module): apt-get install libnginx-mod-stream"
 fi
 
 ncpu=$(nproc)

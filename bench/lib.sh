@@ -23,6 +23,12 @@ fail() {
   keep_tmp=1
   exit 1
 }
+
+# refuse MESSAGE stops before anything ran: bad input, a missing program.
+refuse() {
+  echo "$*" >&2
+  exit 1
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -68,7 +74,7 @@ stop_started() {
 # need COMMAND PACKAGE fails, saying what to install, unless COMMAND is on
 # the PATH.
 need() {
-  command -v "$1" >/dev/null || fail "$1 is missing: apt-get install $2"
+  command -v "$1" >/dev/null || refuse "$1 is missing: apt-get install $2"
 }
 
 # cpu_ticks PID prints the user+system CPU time the process used so far, in
