@@ -36,8 +36,11 @@ fuzz:
 	done
 
 # Figures, not pass/fail (README, Performance): the Go benchmarks in full,
-# then the bench scripts. Not part of test, so not of CI.
+# then the bench scripts, after installing what they start (wrk, haproxy,
+# nginx's stream module, strace) if it is missing. Not part of test, so not
+# of CI.
 bench:
+	./scripts/install-deps.sh bench
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	./bench/null-upstream.sh
 	./bench/e2e.sh

@@ -8,10 +8,14 @@
 #                                    front-end tests (.ci/run)
 #   ./scripts/install-deps.sh demo   what scripts/demo.sh needs: nginx,
 #                                    php-fpm and curl (make demo)
+#   ./scripts/install-deps.sh bench  the test set, and what make bench runs:
+#                                    wrk, haproxy and nginx's stream module
+#                                    (the relays bench/e2e.sh measures
+#                                    against) and strace
 set -euo pipefail
-usage="usage: $0 [demo]: no argument installs what the tests need, demo only what make demo needs"
+usage="usage: $0 [demo|bench]: no argument installs what the tests need, demo only what make demo needs, bench the test set and the bench tools"
 set=${1:-all}
-if (($# > 1)) || [[ $set != all && $set != demo ]]; then
+if (($# > 1)) || [[ $set != all && $set != demo && $set != bench ]]; then
   echo "$usage" >&2
   exit 2
 fi
@@ -29,6 +33,12 @@ else
   [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
   command -v caddy >/dev/null 2>&1 || need+=(caddy)
   command -v cgi-fcgi >/dev/null 2>&1 || need+=(libfcgi-bin)
+  if [ "$set" = bench ]; then
+    command -v wrk >/dev/null 2>&1 || need+=(wrk)
+    command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+    [ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+    command -v strace >/dev/null 2>&1 || need+=(strace)
+  fi
 fi
 if ((${#need[@]} == 0)); then
   exit 0
