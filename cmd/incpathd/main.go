@@ -23,6 +23,7 @@ import (
 	"github.com/incpathd/incpathd/fpmcall"
 	"github.com/incpathd/incpathd/internal/unixsock"
 	"github.com/incpathd/incpathd/proxy"
+	"github.com/incpathd/incpathd/quiesce"
 	"github.com/incpathd/incpathd/rewrite"
 	"github.com/incpathd/incpathd/sapi"
 )
@@ -59,6 +60,7 @@ type config struct {
 	releasesConfig
 	ops opsConfig
 	rt  runtimeConfig
+	oc  opcacheConfig
 
 	flags *pflag.FlagSet    // for --print-config
 	from  map[string]string // flag name -> fromEnv or fromFlag
@@ -101,6 +103,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	addOpsFlags(fs, &c.ops)
 	addRuntimeFlags(fs, &c.rt)
+	addOpcacheFlags(fs, &c.oc)
 	return fs
 }
 
@@ -115,7 +118,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	c := &config{}
 	fs := newFlagSet(c, stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: incpathd [serve] [flags]\n       incpathd activate|drain|exec|maintenance ... (incpathd help COMMAND)\n\nEvery flag can also be set by the environment variable INCPATHD_<FLAG>, e.g. INCPATHD_UPSTREAM.\n\n")
+		fmt.Fprintf(stderr, "Usage: incpathd [serve] [flags]\n       incpathd activate|drain|exec|maintenance|warm|status ... (incpathd help COMMAND)\n\nEvery flag can also be set by the environment variable INCPATHD_<FLAG>, e.g. INCPATHD_UPSTREAM.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -180,6 +183,12 @@ func (c *config) validate() error {
 	}
 	if c.poolProbeDir != "" && !strings.HasPrefix(c.poolProbeDir, "/") {
 		return fmt.Errorf("--pool-probe-dir: %q is not an absolute path", c.poolProbeDir)
+	}
+	if err := checkHelperDir(c.poolProbeDir, c.allowRoots, c.pattern); err != nil {
+		return err
+	}
+	if err := c.oc.validate(); err != nil {
+		return err
 	}
 	if err := c.releasesConfig.validate(); err != nil {
 		return err
@@ -267,6 +276,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return activate(ctx, args[1:], getenv, stdout, stderr)
 		case "exec":
 			return execCmd(ctx, args[1:], getenv, stderr)
+		case "warm":
+			return warmCmd(ctx, args[1:], getenv, stdout, stderr)
+		case "status":
+			return statusCmd(ctx, args[1:], getenv, stdout, stderr)
 		case "help":
 			return help(ctx, args[1:], getenv, stdout, stderr)
 		}
@@ -275,7 +288,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // commands are the subcommands run dispatches on; serve is the default.
-var commands = []string{"serve", "activate", "drain", "exec", "maintenance", "help"}
+var commands = []string{"serve", "activate", "drain", "exec", "maintenance", "warm", "status", "help"}
 
 // help is "incpathd help [COMMAND]": the same as "incpathd [COMMAND] --help",
 // the form people type first.
@@ -345,13 +358,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		},
 		Logger: log,
 	}
+	var caller *fpmcall.Caller
+	if c.poolProbe || c.oc.opcache {
+		if caller, err = startCaller(c, getenv, pool, log); err != nil {
+			log.Error("the php helper script cannot be written; --opcache does nothing (warm and eviction say why)", "err", err)
+		} else {
+			defer caller.Close()
+		}
+	}
 	if c.poolProbe {
-		caller := &fpmcall.Caller{Pool: pool, Dir: c.poolProbeDir, Timeout: c.connectTimeout + 5*time.Second}
-		if err := caller.Start(); err != nil {
+		if caller == nil {
 			log.Error("--pool-probe: the pool's ini values cannot be learned; requests that do not set a --pin-ini key are pinned without it, and a value an earlier request set stays in the worker: set --pin-default for each key, or --pool-probe-dir",
 				"err", err)
 		} else {
-			defer caller.Close()
 			p.PoolINI = caller.INI
 		}
 	}
@@ -370,8 +389,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer rel.Close()
 	p.Releases = rel.tracker
+	// The gate holds new requests while an opcache reset runs; open, it
+	// costs a request two atomic additions.
+	gate := &quiesce.Gate{Next: p, MaxHold: c.oc.maxPause + 5*time.Second}
+	octx, ocancel := context.WithCancel(context.Background())
+	defer ocancel()
+	rel.opcache = startOpcache(octx, c, caller, gate, rel, pool, func() int64 { return p.Stats().InFlight.Load() }, log)
 	srv := &fcgi.Server{
-		Handler:        p,
+		Handler:        gate,
 		MaxParamsBytes: c.maxParamsBytes,
 		MaxParams:      c.maxParams,
 		MaxConns:       c.maxClientConns,

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/incpathd/incpathd/control"
+	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/fpmcall"
+	"github.com/incpathd/incpathd/internal/testenv"
+)
+
+// buildRelease writes a release of n PHP files: index.php, which includes
+// lib/f0.php and prints the release's name, and lib/f1..f(n-2).php, which
+// no request runs, so only a warm can put them in opcache. The files are
+// dated age ago.
+func buildRelease(t testing.TB, dir string, n int, age time.Duration) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "lib"), 0o755))
+	files := map[string]string{
+		"index.php": "<?php require __DIR__ . '/lib/f0.php'; echo 'release=', basename(__DIR__), ' f0=', f0(), \"\\n\";\n",
+	}
+	for i := range n - 1 {
+		files[fmt.Sprintf("lib/f%d.php", i)] = fmt.Sprintf("<?php\nfunction f%d() {\n    $a = [];\n    for ($i = 0; $i < %d; $i++) { $a[] = $i * 2; }\n    return array_sum($a);\n}\n", i, i%50+1)
+	}
+	when := time.Now().Add(-age)
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(body), 0o644))
+		require.NoError(t, os.Chtimes(p, when, when))
+	}
+}
+
+// opcacheSite is a site whose releases are built by the test.
+type opcacheSite struct {
+	root, releases, current string
+}
+
+func newOpcacheSite(t testing.TB) *opcacheSite {
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	require.NoError(t, err)
+	s := &opcacheSite{root: root, releases: filepath.Join(root, "releases"), current: filepath.Join(root, "current")}
+	require.NoError(t, os.MkdirAll(s.releases, 0o755))
+	return s
+}
+
+// lightLoad sends GET / through nginx from two clients until stop, counting
+// answers that are not a release's page.
+type lightLoad struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	firstFail  string
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func startLightLoad(t *testing.T, n *testenv.Nginx, clients int, every time.Duration) *lightLoad {
+	l := &lightLoad{stop: make(chan struct{})}
+	for range clients {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for {
+				select {
+				case <-l.stop:
+					return
+				case <-time.After(every):
+				}
+				code, body := n.Get(t, "/")
+				if code == 200 && strings.HasPrefix(body, "release=") {
+					l.ok.Add(1)
+					continue
+				}
+				l.failed.Add(1)
+				l.mu.Lock()
+				if l.firstFail == "" {
+					l.firstFail = fmt.Sprintf("%d %q", code, body)
+				}
+				l.mu.Unlock()
+			}
+		}()
+	}
+	return l
+}
+
+func (l *lightLoad) end() { close(l.stop); l.wg.Wait() }
+
+// opcacheStack is nginx → incpathd (with --control) → php-fpm.
+type opcacheStack struct {
+	site   *opcacheSite
+	fpm    *testenv.FPM
+	nginx  *testenv.Nginx
+	ctl    string
+	log    *syncBuffer
+	caller *fpmcall.Caller // the test's own look into opcache
+}
+
+func startOpcacheStack(t *testing.T, ini map[string]string, first string, files int, age time.Duration, args ...string) *opcacheStack {
+	t.Helper()
+	s := &opcacheStack{site: newOpcacheSite(t)}
+	dir := filepath.Join(s.site.releases, first)
+	buildRelease(t, dir, files, age)
+	require.NoError(t, os.Symlink("releases/"+first, s.site.current))
+	s.fpm = testenv.StartFPM(t, testenv.FPMOptions{Children: 4, Opcache: true, INI: ini})
+	s.ctl = "unix:" + filepath.Join(t.TempDir(), "control.sock")
+	var addr string
+	addr, s.log, _ = startIncpathd(t, append([]string{
+		"--listen", testenv.FreeAddr(t),
+		"--upstream", s.fpm.Addr,
+		"--search-replace-pattern", s.site.current,
+		"--max-conns", "4",
+		"--control", s.ctl,
+		"--pool-probe-dir", t.TempDir(),
+		"--opcache-check-every", "100ms",
+	}, args...)...)
+	s.nginx = testenv.StartNginx(t, testenv.NginxOptions{Root: s.site.current, FastCGIPass: addr, KeepConn: true, Keepalive: 4})
+	pool := &fcgi.Pool{Address: s.fpm.Addr, MaxConns: 1}
+	t.Cleanup(func() { pool.Close() })
+	s.caller = &fpmcall.Caller{Pool: pool, Dir: t.TempDir()}
+	require.NoError(t, s.caller.Start())
+	t.Cleanup(func() { s.caller.Close() })
+	return s
+}
+
+// cached is how many scripts opcache holds below dir.
+func (s *opcacheStack) cached(t *testing.T, dir string) int64 {
+	t.Helper()
+	st, err := s.caller.OpcacheStatus(context.Background(), []string{dir})
+	require.NoError(t, err)
+	return st.Releases[dir].Scripts
+}
+
+func (s *opcacheStack) cmd(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var out bytes.Buffer
+	code := run(context.Background(), args, func(k string) string {
+		if k == "INCPATHD_CONTROL" {
+			return s.ctl
+		}
+		return ""
+	}, &out, &out, nil)
+	return code, out.String()
+}
+
+// Issue #12: 12 deploys of 200-file releases with opcache.max_accelerated_files
+// =500 (983 hash slots), each through activate --warm, then drain and
+// delete the old release, under a light load. Without incpathd owning
+// opcache, the live release runs uncached from the sixth deploy on. Here,
+// right after each flip all 200 files are cached, still after the old
+// release is gone, no request fails, and the php-fpm master stays the same.
+func TestOpcacheTwelveDeploys(t *testing.T) {
+	const files = 200
+	s := startOpcacheStack(t, map[string]string{"opcache.max_accelerated_files": "500"}, "R00", files, time.Hour)
+	master := s.fpm.PID()
+	l := startLightLoad(t, s.nginx, 2, 10*time.Millisecond)
+	defer l.end()
+	resetsBefore := int64(0)
+	prev := filepath.Join(s.site.releases, "R00")
+	for i := 1; i <= 12; i++ {
+		dir := filepath.Join(s.site.releases, fmt.Sprintf("R%02d", i))
+		// The first release is built just now: the warm must wait for
+		// opcache.file_update_protection (2 s) or cache nothing.
+		age := time.Hour
+		if i == 1 {
+			age = 0
+		}
+		buildRelease(t, dir, files, age)
+		code, out := s.cmd(t, "activate", dir, "--link", s.site.current, "--warm")
+		require.Equal(t, 0, code, "deploy %d: %s\n%s", i, out, s.log)
+		require.Contains(t, out, fmt.Sprintf("%d PHP files", files), "deploy %d", i)
+		require.NotContains(t, out, "activating anyway", "deploy %d", i)
+		if i == 1 {
+			assert.Contains(t, out, "waited", "the fresh release was waited for")
+		}
+		assert.EqualValues(t, files, s.cached(t, dir), "deploy %d: right after the flip:\n%s", i, out)
+
+		code, out = s.cmd(t, "drain", prev, "--timeout", "30s")
+		require.Equal(t, 0, code, "deploy %d: %s", i, out)
+		require.NoError(t, os.RemoveAll(prev))
+		// The drained release is evicted (and opcache reset when full)
+		// within a few checks.
+		require.Eventually(t, func() bool {
+			st, err := (&control.Client{Addr: s.ctl}).View(context.Background())
+			if err != nil || st.Opcache == nil {
+				return false
+			}
+			for _, r := range st.Opcache.Releases {
+				if r.Path == prev && r.State != "evicted" {
+					return false
+				}
+			}
+			return true
+		}, 20*time.Second, 50*time.Millisecond, "deploy %d: %s not evicted\n%s", i, prev, s.log)
+		assert.EqualValues(t, files, s.cached(t, dir), "deploy %d: after the old release is gone", i)
+		prev = dir
+	}
+	l.end()
+	l.stop = make(chan struct{}) // for the deferred end
+	st, err := s.caller.OpcacheStatus(context.Background(), nil)
+	require.NoError(t, err)
+	t.Logf("requests: %d ok, %d failed; opcache restarts: %d manual, %d hash, %d oom; keys %d/%d",
+		l.ok.Load(), l.failed.Load(), st.ManualRestarts, st.HashRestarts, st.OOMRestarts, st.Keys, st.MaxKeys)
+	assert.Zero(t, l.failed.Load(), "first failure: %s", l.firstFail)
+	assert.Positive(t, l.ok.Load())
+	assert.Greater(t, st.ManualRestarts, resetsBefore, "opcache was reset to free slots")
+	assert.Zero(t, st.HashRestarts+st.OOMRestarts, "opcache never restarted by itself")
+	assert.Equal(t, master, s.fpm.PID(), "the php-fpm master is the same process")
+	assert.NotRegexp(t, `SIGSEGV|exited on signal|SIGKILL`, s.fpm.Log())
+	assert.Contains(t, s.log.String(), "opcache reset with requests held")
+}
