@@ -93,6 +93,7 @@ type Manager struct {
 // release is what the Manager remembers of a release directory.
 type release struct {
 	warmed  time.Time // zero: never warmed by this process
+	files   int       // PHP files the last warm found
 	wasLive bool
 	settled int // polls in a row that found it drained
 	evicted bool

@@ -23,6 +23,9 @@ type ReleaseState struct {
 	Path  string `json:"path"`
 	State string `json:"state"`
 	fpmcall.Usage
+	// Files is the PHP files the last warm found in it; 0 if never
+	// warmed by this process.
+	Files int `json:"files"`
 	// Busy says why a release that is not live is still in use.
 	Busy []string `json:"busy,omitempty"`
 }
@@ -109,7 +112,7 @@ func (m *Manager) snapshot(ctx context.Context) *Snapshot {
 		s.Status = st
 	}
 	for _, r := range roots {
-		rs := ReleaseState{Path: r}
+		rs := ReleaseState{Path: r, Files: states[r].files}
 		if st != nil {
 			rs.Usage = st.Releases[r]
 		}

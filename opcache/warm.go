@@ -67,7 +67,8 @@ func (m *Manager) Warm(ctx context.Context, dir string) (*WarmReport, error) {
 		m.logger().Warn("opcache warm failed", "release", root, "err", err, "seconds", time.Since(start).Seconds())
 		return nil, err
 	}
-	m.remember(root).warmed = time.Now()
+	r := m.remember(root)
+	r.warmed, r.files = time.Now(), rep.Files
 	m.logger().Info("opcache warm", "release", root, "files", rep.Files, "compiled", rep.Compiled, "cached", rep.Cached,
 		"too_new", rep.TooNew, "failed", rep.Failed, "not_cached", rep.NotCached, "seconds", rep.Seconds)
 	return rep, nil

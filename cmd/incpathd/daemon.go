@@ -83,6 +83,9 @@ func (d *daemon) startHTTP(c *config, l net.Listener, pool *fcgi.Pool, p *proxy.
 	if d.maint != nil {
 		src.Maintenance = d.maint
 	}
+	if rel.opcache != nil {
+		src.Opcache = rel.opcache
+	}
 	m := metrics.New(src)
 	p.Observer = m
 	checker := &health.Checker{
