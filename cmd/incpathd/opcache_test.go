@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -218,4 +220,88 @@ func TestOpcacheTwelveDeploys(t *testing.T) {
 	assert.Equal(t, master, s.fpm.PID(), "the php-fpm master is the same process")
 	assert.NotRegexp(t, `SIGSEGV|exited on signal|SIGKILL`, s.fpm.Log())
 	assert.Contains(t, s.log.String(), "opcache reset with requests held")
+
+	code, out := s.cmd(t, "status")
+	require.Equal(t, 0, code, out)
+	t.Logf("incpathd status:\n%s", out)
+	assert.Regexp(t, `(?m)^`+regexp.QuoteMeta(prev)+` +live +\d+ +200 `, out, "the live release, its requests and its scripts")
+	assert.Contains(t, out, "hash slots ")
+	assert.Contains(t, out, "last reset: ")
+	assert.Contains(t, out, "upstream  "+s.fpm.Addr)
+	code, out = s.cmd(t, "status", "--json")
+	require.Equal(t, 0, code, out)
+	var v control.View
+	require.NoError(t, json.Unmarshal([]byte(out), &v))
+	require.NotNil(t, v.Opcache)
+	assert.EqualValues(t, 983, v.Opcache.Status.MaxKeys)
+}
+
+// startPlainStack is startOpcacheStack with php-fpm options of the test's
+// choosing.
+func startPlainStack(t *testing.T, fpm testenv.FPMOptions, basedir bool) *opcacheStack {
+	t.Helper()
+	s := &opcacheStack{site: newOpcacheSite(t)}
+	buildRelease(t, filepath.Join(s.site.releases, "R00"), 20, time.Hour)
+	buildRelease(t, filepath.Join(s.site.releases, "R01"), 20, time.Hour)
+	require.NoError(t, os.Symlink("releases/R00", s.site.current))
+	if basedir {
+		// The pool's open_basedir holds the site, not the helper's
+		// directory.
+		fpm.AdminINI = map[string]string{"open_basedir": s.site.root}
+	}
+	s.fpm = testenv.StartFPM(t, fpm)
+	s.ctl = "unix:" + filepath.Join(t.TempDir(), "control.sock")
+	var addr string
+	addr, s.log, _ = startIncpathd(t,
+		"--listen", testenv.FreeAddr(t),
+		"--upstream", s.fpm.Addr,
+		"--search-replace-pattern", s.site.current,
+		"--control", s.ctl,
+		"--pool-probe=false",
+		"--pool-probe-dir", t.TempDir(),
+		"--opcache-check-every", "100ms",
+	)
+	s.nginx = testenv.StartNginx(t, testenv.NginxOptions{Root: s.site.current, FastCGIPass: addr})
+	return s
+}
+
+// php-fpm without opcache, or one that cannot read the helper script:
+// warm says so and fails, activate --warm flips anyway, status says why,
+// and requests are served as before.
+func TestOpcacheUnavailable(t *testing.T) {
+	for name, c := range map[string]struct {
+		fpm  testenv.FPMOptions
+		want string
+	}{
+		"without opcache": {testenv.FPMOptions{Children: 2}, "php-fpm runs without opcache"},
+		"opcache off":     {testenv.FPMOptions{Children: 2, Opcache: true, INI: map[string]string{"opcache.enable": "0"}}, "php-fpm runs without opcache"},
+		// The pool's open_basedir leaves the helper's directory out.
+		"helper unreadable": {testenv.FPMOptions{Children: 2, Opcache: true}, "readable by php-fpm at the same path"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := startPlainStack(t, c.fpm, name == "helper unreadable")
+			r01 := filepath.Join(s.site.releases, "R01")
+			code, out := s.cmd(t, "warm", r01)
+			assert.Equal(t, 1, code, out)
+			assert.Contains(t, out, "not warmed")
+			assert.Contains(t, out, c.want)
+
+			code, out = s.cmd(t, "activate", r01, "--link", s.site.current, "--warm")
+			assert.Equal(t, 0, code, out)
+			assert.Contains(t, out, "activating anyway")
+			assert.Contains(t, out, "current: releases/R01")
+
+			code, out = s.cmd(t, "status")
+			assert.Equal(t, 0, code, out)
+			assert.Contains(t, out, "opcache   unavailable")
+			assert.Contains(t, out, c.want)
+			assert.Contains(t, out, s.site.current)
+			code, body := s.nginx.Get(t, "/")
+			assert.Equal(t, 200, code, body)
+			assert.Contains(t, body, "release=R01")
+			assert.Eventually(t, func() bool {
+				return strings.Contains(s.log.String(), "opcache cannot be managed; requests are served as before")
+			}, 10*time.Second, 50*time.Millisecond)
+		})
+	}
 }

@@ -150,7 +150,9 @@ func printView(w io.Writer, addr string, v *control.View) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s%s\t\n", l.Docroot, target, orDash(l.Cached), watched)
 	}
-	fmt.Fprintln(tw, "\t\t\t")
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "RELEASE\tSTATE\tIN FLIGHT\tOPCACHE SCRIPTS\tOPCACHE MEMORY\t")
 	for _, r := range rows(v) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t\n", r.path, r.state, r.inFlight, r.scripts, mib(r.bytes))
