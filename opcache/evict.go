@@ -45,9 +45,9 @@ func (m *Manager) Check(ctx context.Context) {
 			continue
 		}
 		if r.evicted {
-			if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
-				delete(m.known, root)
-			}
+			// Kept until a reset: opcache lists invalidated scripts
+			// until it restarts, and a forgotten release would be found
+			// there and evicted again.
 			continue
 		}
 		if r.discovered && !r.wasLive {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 )
 
@@ -87,6 +88,7 @@ func (m *Manager) resetQuiet(ctx context.Context, restarts int64, rep *ResetRepo
 			return fmt.Errorf("opcache did not restart within the pause (a php-fpm worker still runs a script incpathd does not see, or another pool of the master is busy): %w", err)
 		}
 	}
+	m.forgetGone()
 	live := map[string]bool{}
 	for _, l := range m.live() {
 		live[m.rootOf(l)] = true
@@ -113,4 +115,16 @@ func (m *Manager) warmOnce(ctx context.Context, root string) (int, error) {
 		return 0, err
 	}
 	return r.Compiled, nil
+}
+
+// forgetGone forgets the evicted releases that are gone from disk, once
+// opcache has restarted and holds nothing of them.
+func (m *Manager) forgetGone() {
+	for root, r := range m.known {
+		if r.evicted {
+			if _, err := os.Stat(root); errors.Is(err, os.ErrNotExist) {
+				delete(m.known, root)
+			}
+		}
+	}
 }

@@ -2,6 +2,7 @@ package opcache
 
 import (
 	"context"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -112,6 +113,11 @@ func (m *Manager) snapshot(ctx context.Context) *Snapshot {
 		s.Status = st
 	}
 	for _, r := range roots {
+		if rel := states[r]; rel.discovered && !rel.wasLive && !rel.evicted && !live[r] && exists(r) {
+			// Seen only in opcache beside a release, and still on disk:
+			// perhaps part of a live one (vendor/ beside public/).
+			continue
+		}
 		rs := ReleaseState{Path: r, Files: states[r].files}
 		if st != nil {
 			rs.Usage = st.Releases[r]
@@ -149,4 +155,9 @@ func (m *Manager) rootOfIn(known map[string]*release, dir string) string {
 		return dir
 	}
 	return best
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

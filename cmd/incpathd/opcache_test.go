@@ -234,6 +234,11 @@ func TestOpcacheTwelveDeploys(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &v))
 	require.NotNil(t, v.Opcache)
 	assert.EqualValues(t, 983, v.Opcache.Status.MaxKeys)
+	os := v.Opcache.Stats
+	t.Logf("incpathd: %d warms in %.2fs, %d evictions in %.3fs, %d resets (%d called off) holding requests %.3fs in all, %d requests held",
+		os.Warms, os.WarmSeconds, os.Evictions, os.EvictSeconds, os.Resets, os.ResetsCalledOff, os.ResetPauseSeconds, v.Opcache.Gate.HeldTotal)
+	assert.Positive(t, os.Resets)
+	assert.Zero(t, os.WarmFailures)
 }
 
 // startPlainStack is startOpcacheStack with php-fpm options of the test's
@@ -305,3 +310,86 @@ func TestOpcacheUnavailable(t *testing.T) {
 		})
 	}
 }
+
+// fpmCPU is the CPU time php-fpm's master and workers have used, from
+// /proc (utime + stime).
+func fpmCPU(t *testing.T, fpm *testenv.FPM) time.Duration {
+	t.Helper()
+	var ticks int64
+	for _, pid := range append([]int{fpm.PID()}, fpm.Workers()...) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue // a worker gone meanwhile
+		}
+		// Fields after the command name, which is in parentheses.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+		var u, s int64
+		fmt.Sscan(f[11], &u)
+		fmt.Sscan(f[12], &s)
+		ticks += u + s
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
+
+// The first requests after a flip, with and without a warm, on a release
+// of 2,000 files with opcache's default settings: php-fpm's CPU for the
+// first requests, the first request's time, and the warm's. A measurement,
+// not a check: INCPATHD_OPCACHE_BENCH=1 go test -run TestOpcacheColdStart -v
+// ./cmd/incpathd (README, Opcache across deploys).
+func TestOpcacheColdStart(t *testing.T) {
+	if os.Getenv("INCPATHD_OPCACHE_BENCH") == "" {
+		t.Skip("a measurement: set INCPATHD_OPCACHE_BENCH=1")
+	}
+	const files, requests, rounds = 2000, 40, 3
+	s := startOpcacheStack(t, nil, "R00", 2, time.Hour)
+	for i := range 2 * rounds {
+		warm := i%2 == 1
+		dir := filepath.Join(s.site.releases, fmt.Sprintf("R%02d", i+1))
+		buildRelease(t, dir, files, time.Hour)
+		// index.php includes every file, as a framework's request loads
+		// its classes.
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "index.php"), []byte(
+			"<?php foreach (glob(__DIR__ . '/lib/*.php') as $f) { require $f; } echo 'release=', basename(__DIR__), \"\\n\";\n"), 0o644))
+		old := time.Now().Add(-time.Hour)
+		require.NoError(t, os.Chtimes(filepath.Join(dir, "index.php"), old, old))
+		args := []string{"activate", dir, "--link", s.site.current}
+		cpu0 := fpmCPU(t, s.fpm)
+		start := time.Now()
+		if warm {
+			args = append(args, "--warm")
+		}
+		code, out := s.cmd(t, args...)
+		require.Equal(t, 0, code, out)
+		flip := time.Since(start)
+		warmCPU := fpmCPU(t, s.fpm) - cpu0
+		cpu1 := fpmCPU(t, s.fpm)
+		// Four clients at once, as many as the pool's workers: each
+		// worker compiles what it runs until opcache has a copy.
+		var first atomic.Int64
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := range requests / 4 {
+					t0 := time.Now()
+					code, body := s.nginx.Get(t, "/")
+					assert.Equal(t, 200, code, body)
+					if d := int64(time.Since(t0)); j == 0 && d > first.Load() {
+						first.Store(d)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		reqCPU := fpmCPU(t, s.fpm) - cpu1
+		mode := "without warm"
+		if warm {
+			mode = "with warm   "
+		}
+		t.Logf("| %s | activate %6.0f ms | php-fpm CPU during activate %5.0f ms | slowest first request %6.1f ms | php-fpm CPU, first %d requests %5.0f ms |",
+			mode, ms(flip), ms(warmCPU), ms(time.Duration(first.Load())), requests, ms(reqCPU))
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
