@@ -112,6 +112,8 @@ func (m *Manager) warm(ctx context.Context, root string, mayReset bool) (*WarmRe
 				return nil, err
 			}
 			if err == nil {
+				// The reset threw away what this warm compiled.
+				rep.Compiled, earlier = 0, 0
 				continue
 			}
 		}
