@@ -117,7 +117,11 @@ type liveSet struct {
 	busy map[string][]string
 }
 
-func (l *liveSet) Live() []string { l.mu.Lock(); defer l.mu.Unlock(); return append([]string(nil), l.live...) }
+func (l *liveSet) Live() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.live...)
+}
 func (l *liveSet) Busy(r string) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
