@@ -1,7 +1,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build test fuzz demo bench vet fmt-check
+.PHONY: all build test fuzz demo bench vet fmt-check compose-test
 
 all: build
 
@@ -54,3 +54,9 @@ vet:
 demo:
 	./scripts/install-deps.sh
 	./scripts/demo.sh
+
+# docker/compose.yaml run for real (a Docker engine, Docker Compose v2 and
+# the images are brought if missing; see the script), then the Kubernetes
+# manifest checked.
+compose-test:
+	./scripts/compose-test.sh
