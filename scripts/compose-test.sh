@@ -405,3 +405,8 @@ get /
 [ "$status" = 200 ] || die "GET / with php-fpm back: $status: $body"
 want_page B "$body" "GET / with php-fpm back"
 say "ok: php-fpm back: /readyz 200, pages served"
+
+# --- Kubernetes -----------------------------------------------------------------
+
+say "checking docker/k8s (no cluster: scripts/k8s-check.sh)"
+./scripts/k8s-check.sh
