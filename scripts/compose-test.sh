@@ -65,8 +65,10 @@ cleanup() {
     wait "$compose_build_pid" 2>/dev/null
   fi
   if [ -n "$dockerd_pid" ]; then
-    # Images that lost their tag to a newer build: only in our own engine.
+    # Images that lost their tag to a newer build, and build cache beyond
+    # what a run needs: only in our own engine.
     docker image prune --force >/dev/null 2>&1
+    docker builder prune --force --keep-storage 3GB >/dev/null 2>&1
     say "stopping the private dockerd ($dockerd_pid)"
     kill "$dockerd_pid" 2>/dev/null
     for _ in $(seq 60); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.5; done
@@ -186,10 +188,14 @@ have_or_pull() {
 }
 
 # local_images builds the stand-ins, tagged with a hash of their recipe so
-# that a change of it makes new ones and a second run finds them.
+# that a change of it makes new ones and a second run finds them. Raise
+# standin_version when changing how they are made below.
+standin_version=1
+standin_packages=nginx-light,php-fpm
 local_images() {
   local key goversion goroot
-  key=$({ cat "$repo/docker/local/rootfs-hook.sh"; declare -f local_images; } | sha256sum | cut -c1-12)
+  key=$({ cat "$repo/docker/local/rootfs-hook.sh"; echo "$standin_version $standin_packages"; } |
+    sha256sum | cut -c1-12)
   goversion=$(go env GOVERSION)
   goroot=$(go env GOROOT)
   local_nginx=incpathd-local/nginx:$key
@@ -199,13 +205,13 @@ local_images() {
     say "stand-in images found: $local_nginx $local_php $local_go"
     return
   fi
-  command -v mmdebstrap >/dev/null || install_pkgs mmdebstrap
+  command -v mmdebstrap >/dev/null || install_pkgs mmdebstrap gpg
   say "making the stand-in images from Debian bookworm packages (once; cached)"
   local debs=$cache/debs tar=$run/rootfs.tar
   mkdir -p "$debs"
   # The .deb files are kept for the next build (essential/unlink keeps
   # those of the essential packages too).
-  mmdebstrap --quiet --variant=minbase --include=nginx-light,php-fpm \
+  mmdebstrap --quiet --variant=minbase --include="$standin_packages" \
     --skip=essential/unlink \
     --setup-hook='mkdir -p "$1"/var/cache/apt/archives' \
     --setup-hook="sync-in $debs /var/cache/apt/archives" \
@@ -302,17 +308,22 @@ get() {
   body=$(cat "$run/body" 2>/dev/null || true)
 }
 
-# until_status WANT SECONDS PATH: polls PATH until it answers WANT.
-until_status() {
-  local want=$1 secs=$2 path=$3 end=$((SECONDS + $2)) exited
+# wait_status WANT SECONDS PATH: polls PATH until it answers WANT; fails
+# after SECONDS, or at once when a container has exited.
+wait_status() {
+  local want=$1 path=$3 end=$((SECONDS + $2)) exited
   while :; do
     get "$path"
     [ "$status" = "$want" ] && return 0
-    ((SECONDS < end)) || die "GET $path: want $want within ${secs}s, got $status: $body"
-    exited=$("${compose[@]}" ps --all --status exited --format '{{.Service}}' 2>/dev/null | grep -v "^${ignore_exited:-}\$" || true)
-    [ -z "$exited" ] || die "GET $path: want $want, got $status; exited: $exited"
+    ((SECONDS < end)) || { why="got $status: $body"; return 1; }
+    exited=$("${compose[@]}" ps --all --status exited --format '{{.Service}}' 2>/dev/null |
+      grep -v "^${ignore_exited:-}\$" || true)
+    [ -z "$exited" ] || { why="got $status, and $exited exited"; return 1; }
     sleep 0.5
   done
+}
+until_status() {
+  wait_status "$@" || die "GET $3: want $1 within $2s, $why"
 }
 
 # want_page RELEASE TEXT: TEXT is the sample page answered wholly by RELEASE.
@@ -331,7 +342,11 @@ include_path_setting: .:$dir/include"
 }
 
 say "waiting for the first page"
-until_status 200 120 /
+if ! wait_status 200 90 /; then
+  first=$why
+  get /readyz
+  die "GET /: want 200 within 90s, $first; incpathd's /readyz answers $status: $body"
+fi
 want_page A "$body" "GET /"
 get -X POST -d a=1 /some/route
 [ "$status" = 200 ] || die "POST /some/route: $status: $body"
