@@ -54,7 +54,7 @@ cleanup() {
   if ((up)); then
     if ((code != 0)); then
       say "logs of the containers:"
-      "${compose[@]}" logs --no-color --tail 60 2>&1 | sed 's/^/  /'
+      "${compose[@]}" logs --no-color --tail 30 2>&1 | sed 's/^/  /'
     fi
     say "compose down"
     "${compose[@]}" down --volumes --remove-orphans --timeout 5 >"$run/down.log" 2>&1 ||
@@ -122,7 +122,6 @@ install_pkgs() {
 
 need=()
 command -v curl >/dev/null || need+=(curl ca-certificates)
-command -v flock >/dev/null || need+=(util-linux)
 command -v docker >/dev/null || need+=(docker.io)
 ((${#need[@]} == 0)) || install_pkgs "${need[@]}"
 
@@ -134,6 +133,7 @@ if docker compose version --short 2>/dev/null | grep -q '^v\?[2-9]\.'; then
 else
   compose_cmd=("$compose_bin")
   if [ ! -x "$compose_bin" ]; then
+    command -v go >/dev/null || die "docker compose is missing, and building it needs Go"
     # Built in the background while the engine and the images get ready.
     say "building Docker Compose $COMPOSE_VERSION from its Go module (once; cached)"
     (
