@@ -45,7 +45,7 @@ flock -w 1800 9 || die "another compose-test holds $cache/lock"
 # Everything of this run that is not cache: the site copy, logs, the
 # private engine's sockets (short paths: unix socket names are limited).
 run=$(mktemp -d /tmp/incpathd-compose.XXXXXX)
-dockerd_pid="" compose_build_pid="" bridge_existed=1 compose=() up=0
+dockerd_pid="" compose_build_pid="" bridge_existed=1 compose=() up=0 net_saved=0
 
 cleanup() {
   local code=$?
@@ -80,6 +80,7 @@ cleanup() {
     if ((!bridge_existed)) && command -v ip >/dev/null; then
       ip link delete docker0 2>/dev/null
     fi
+    restore_net
   fi
   rm -rf "$run"
   if ((code == 0)); then
@@ -90,6 +91,24 @@ cleanup() {
   exit "$code"
 }
 trap cleanup EXIT
+
+# dockerd sets the FORWARD chain's policy to DROP, turns IP forwarding on
+# and adds its chains, and leaves them when it stops: on a machine that had
+# none of its chains, what it did is undone after it.
+save_net() {
+  command -v iptables-save >/dev/null && command -v iptables-restore >/dev/null || return 0
+  iptables -n -L DOCKER >/dev/null 2>&1 && return 0
+  forward_policy=$(iptables -S FORWARD 2>/dev/null | awk '$1 == "-P" { print $3 }')
+  ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)
+  [ -n "$forward_policy" ] && net_saved=1
+}
+restore_net() {
+  ((net_saved)) || return 0
+  iptables-save | grep -v -e DOCKER -e docker0 | iptables-restore ||
+    say "could not remove dockerd's iptables rules"
+  iptables -P FORWARD "$forward_policy"
+  echo "$ip_forward" >/proc/sys/net/ipv4/ip_forward
+}
 
 # --- packages ---------------------------------------------------------------
 
@@ -157,6 +176,7 @@ if docker info >/dev/null 2>&1; then
 else
   command -v dockerd >/dev/null || install_pkgs docker.io
   command -v ip >/dev/null && { ip link show docker0 >/dev/null 2>&1 || bridge_existed=0; }
+  save_net
   say "starting a private dockerd (data root $cache/docker)"
   dockerd --data-root "$cache/docker" --exec-root "$run/exec" --pidfile "$run/dockerd.pid" \
     --host "unix://$run/docker.sock" >"$run/dockerd.log" 2>&1 &
