@@ -174,6 +174,7 @@ fi
 if docker info >/dev/null 2>&1; then
   say "using the running Docker engine ($(docker context inspect --format '{{.Endpoints.docker.Host}}' 2>/dev/null || echo "${DOCKER_HOST:-default}"))"
 else
+  [ "$(id -u)" = 0 ] || die "no Docker engine answers (docker info); start one, or run as root for a private one"
   command -v dockerd >/dev/null || install_pkgs docker.io
   command -v ip >/dev/null && { ip link show docker0 >/dev/null 2>&1 || bridge_existed=0; }
   save_net
