@@ -118,6 +118,10 @@ type Body struct {
 // errBodyStopped is the error of a body read after Request.StopBody.
 var errBodyStopped = errors.New("fcgi: body no longer wanted")
 
+// Stop is Request.StopBody: for the upstream side, which sees the body
+// as a Stream and not the web server's connection under it.
+func (b *Body) Stop() { b.req.StopBody() }
+
 // Done reports whether the whole body has been received (true at once for
 // the common request without a body).
 func (b *Body) Done() bool { return b.done }

@@ -182,7 +182,7 @@ func BenchmarkObserveOverhead(b *testing.B) {
 	for b.Loop() {
 		var x exchange
 		p.begin(&x)
-		x.stdout(out)
+		x.status = fcgi.ResponseStatus(out) // as RoundTrip reads it
 		p.finish(r, &x, nil)
 	}
 }

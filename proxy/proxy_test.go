@@ -493,7 +493,7 @@ func TestClassify(t *testing.T) {
 		{fcgi.ErrDial, 502},
 		{fcgi.ErrAborted, 499},
 		{ctx.Err(), 502},
-		{ErrUpstream, 502},
+		{fcgi.ErrUpstream, 502},
 	} {
 		got, _ := classify(tc.err)
 		assert.Equal(t, tc.want, got, "%v", tc.err)
