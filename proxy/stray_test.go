@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/internal/fcgitest"
 )
 
 // strayApp is a FastCGI application that answers each request with its
@@ -104,18 +105,18 @@ func TestStrayRecordAfterEndRequest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var served atomic.Int32
 			p := &Proxy{Pool: &fcgi.Pool{Address: strayApp(t, tt.delay, &served), MaxConns: 1}}
-			c := dial(t, front(t, p))
+			c := fcgitest.Dial(t, front(t, p))
 			const n = 100
 			wrong := 0
 			for i := range n {
 				params := append(nginxParams(current), fcgi.Pair{Name: "QUERY_STRING", Value: strconv.Itoa(i)},
 					fcgi.Pair{Name: "REQUEST_METHOD", Value: tt.method})
-				res := c.do(t, params, nil)
-				require.NoError(t, res.err, "request %d", i)
+				res := c.Do(params, nil)
+				require.NoError(t, res.Err, "request %d", i)
 				want := fmt.Sprintf("Status: 200 OK\r\n\r\nanswer %d", i)
-				if string(res.stdout) != want {
+				if string(res.Stdout) != want {
 					if wrong == 0 {
-						t.Errorf("request %d: got %q; want %q", i, res.stdout, want)
+						t.Errorf("request %d: got %q; want %q", i, res.Stdout, want)
 					}
 					wrong++
 				}
