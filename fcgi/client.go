@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync/atomic"
 	"time"
 )
@@ -185,6 +186,13 @@ func (c *Conn) send(id uint16, call *Call) (*bodyCopy, error) {
 func (c *Conn) readFailed(ctx context.Context, body *bodyCopy, err error) error {
 	if cause := context.Cause(ctx); cause != nil {
 		return cause
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The read deadline is ctx's, and may pass a moment before ctx
+		// itself says so.
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			return fmt.Errorf("reading response: %w", context.DeadlineExceeded)
+		}
 	}
 	if body != nil && body.failed() != nil {
 		return body.failed()
