@@ -1,7 +1,8 @@
 // Package proxy pins each FastCGI request to one release and forwards it to
-// the application server: request → pin (sapi, rewrite) → upstream →
-// response, in that order, with every failure turned into a response in one
-// place (fail).
+// the application server: request → pin (sapi, rewrite) → forward (one
+// fcgi.Conn.RoundTrip, replayed once on a fresh connection by the rules of
+// replayable) → finish, in that order, with every failure turned into a
+// response in one place (fail, classify).
 package proxy
 
 import (
