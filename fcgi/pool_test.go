@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"sync"
@@ -116,28 +118,16 @@ func (u *fakeUpstream) closeConns() {
 
 // roundTrip runs one request on c and returns the upstream's answer.
 func roundTrip(c *Conn) (string, error) {
-	c.NetConn().SetDeadline(time.Now().Add(5 * time.Second))
-	defer c.NetConn().SetDeadline(time.Time{})
-	c.W.WriteBeginRequest(1, RoleResponder, FlagKeepConn)
-	c.W.WriteParams(1, []Pair{{"SCRIPT_FILENAME", "/index.php"}})
-	c.W.WriteRecord(TypeStdin, 1, nil)
-	if err := c.W.Flush(); err != nil {
-		return "", err
-	}
-	var out string
-	for {
-		h, content, err := c.R.Next()
-		if err != nil {
-			return out, err
-		}
-		switch h.Type {
-		case TypeStdout:
-			out += string(content)
-		case TypeEndRequest:
-			return out, nil
-		}
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out Collector
+	call := Call{KeepConn: true, Params: []Pair{{"SCRIPT_FILENAME", "/index.php"}}, Logger: quiet}
+	_, err := c.RoundTrip(ctx, &call, &out)
+	return string(out.Stdout), err
 }
+
+// quiet is a logger for tests whose upstream misbehaves on purpose.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func mustGet(t *testing.T, p *Pool) (*Conn, bool) {
 	t.Helper()
