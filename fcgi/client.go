@@ -127,6 +127,10 @@ func (c *Conn) RoundTrip(ctx context.Context, call *Call, sink Sink) (res Result
 	}
 	body, err := c.send(id, call)
 	if err != nil {
+		// An abort as the request went out cut the write short.
+		if cause := context.Cause(ctx); cause != nil {
+			return res, cause
+		}
 		return res, err
 	}
 	if body != nil {

@@ -174,3 +174,27 @@ func (b *blocking) Stop() {
 	b.stopped = true
 	close(b.stop)
 }
+
+// aborted is an Aborter whose request was aborted already: like
+// Request.OnAbort, it runs f at once.
+type aborted struct{}
+
+func (aborted) OnAbort(f func()) {
+	if f != nil {
+		f()
+	}
+}
+
+// An abort that comes as the request is being sent cuts the write short;
+// the round trip reports the abort, not an upstream failure (the soak test
+// saw 502s for aborted requests).
+func TestRoundTripAbortWhileSending(t *testing.T) {
+	app := fcgitest.StartApp(t, func([]fcgi.Pair) []byte { return []byte("\r\nhello") })
+	p, c := conn(t, app.Addr)
+	defer p.Discard(c)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(fcgi.ErrAborted)
+	_, err := c.RoundTrip(ctx, &fcgi.Call{Abort: aborted{}}, &fcgi.Collector{})
+	assert.ErrorIs(t, err, fcgi.ErrAborted)
+	assert.NotErrorIs(t, err, fcgi.ErrUpstream)
+}
