@@ -49,6 +49,7 @@ func TestRequestOnAbort(t *testing.T) {
 		cause                          error
 	}
 	got := make(chan result, 1)
+	armed := make(chan struct{})
 	ts := startServer(t, "tcp", &Server{AbortWatchDelay: -1, Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		var res result
 		var calls, removed atomic.Int32
@@ -59,6 +60,7 @@ func TestRequestOnAbort(t *testing.T) {
 				close(aborted)
 			}
 		})
+		close(armed)
 		select {
 		case <-aborted:
 		case <-time.After(5 * time.Second):
@@ -74,6 +76,9 @@ func TestRequestOnAbort(t *testing.T) {
 	})})
 	c := ts.dial(t)
 	c.send(request(1, FlagKeepConn, nil, ""))
+	// Not before the second function replaced the first: an abort between
+	// the two would rightly run the first.
+	<-armed
 	c.send(rec(TypeAbortRequest, 1, nil, 0))
 	res := <-got
 	assert.Equal(t, result{calls: 1, lateCalls: 1, cause: ErrAborted}, res)
