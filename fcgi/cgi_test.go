@@ -60,3 +60,18 @@ func BenchmarkResponseStatus(b *testing.B) {
 		}
 	}
 }
+
+func TestCutHeaders(t *testing.T) {
+	for _, tc := range []struct{ in, head, body string }{
+		{"Status: 200\r\nX: y\r\n\r\npong", "Status: 200\r\nX: y", "pong"},
+		{"Status: 200\nX: y\n\npong", "Status: 200\nX: y", "pong"},
+		{"X: y\r\n\r\nbody\n\nmore", "X: y", "body\n\nmore"},
+	} {
+		head, body, ok := CutHeaders([]byte(tc.in))
+		assert.True(t, ok, "%q", tc.in)
+		assert.Equal(t, tc.head, string(head), "%q", tc.in)
+		assert.Equal(t, tc.body, string(body), "%q", tc.in)
+	}
+	_, _, ok := CutHeaders([]byte("X: y\r\nno end"))
+	assert.False(t, ok)
+}
