@@ -1,30 +1,9 @@
 package proxy
 
 import (
-	"net"
-	"testing"
 
 	"github.com/incpathd/incpathd/fcgi"
 )
-
-// serveProxy runs p behind an fcgi.Server on loopback until the test ends
-// and returns its address.
-func serveProxy(tb testing.TB, p *Proxy) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := &fcgi.Server{Handler: p}
-	done := make(chan struct{})
-	go func() { srv.Serve(l); close(done) }()
-	tb.Cleanup(func() {
-		srv.Close()
-		<-done
-		p.Pool.Close()
-	})
-	return l.Addr().String()
-}
 
 // nginxLike are the params nginx sends for GET /index.php?x=1 under root.
 func nginxLike(root string) []fcgi.Pair {

@@ -63,7 +63,7 @@ func TestObserverSeesEveryRequest(t *testing.T) {
 		Observer: rec,
 		Logger:   slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
-	wc := fcgitest.Dial(t, serveProxy(t, p))
+	wc := fcgitest.Dial(t, front(t, p))
 
 	out, err := wc.Get(nginxLike(current))
 	require.NoError(t, err)
@@ -145,7 +145,7 @@ func BenchmarkServeFCGI(b *testing.B) {
 				Observer: tc.obs,
 				Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 			}
-			wc := fcgitest.Dial(b, serveProxy(b, p))
+			wc := fcgitest.Dial(b, front(b, p))
 			params := nginxLike(root)
 			b.ReportAllocs()
 			for b.Loop() {

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,19 +24,22 @@ import (
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// front runs a Proxy behind an fcgi.Server on loopback and returns its
-// address.
-func front(t *testing.T, p *Proxy) string {
-	t.Helper()
+// front runs p behind an fcgi.Server on loopback until the test ends and
+// returns its address. A nil p.Logger is set to a quiet one; the server
+// logs there too.
+func front(tb testing.TB, p *Proxy) string {
+	tb.Helper()
 	if p.Logger == nil {
 		p.Logger = quietLogger()
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	srv := &fcgi.Server{Handler: p, Logger: p.Logger, ReadTimeout: 5 * time.Second}
-	go srv.Serve(l)
-	t.Cleanup(func() {
+	done := make(chan struct{})
+	go func() { srv.Serve(l); close(done) }()
+	tb.Cleanup(func() {
 		srv.Close()
+		<-done
 		p.Pool.Close()
 	})
 	return l.Addr().String()
@@ -147,39 +149,10 @@ func TestStreamsBodyAndResponse(t *testing.T) {
 	assert.Equal(t, 1, p.Pool.Stats().Open)
 }
 
-// rawUpstream accepts connections and runs serve on each.
-func rawUpstream(t *testing.T, serve func(n int, c net.Conn)) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { l.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for n := 0; ; n++ {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); serve(n, c) }()
-		}
-	}()
-	return l.Addr().String()
-}
-
 // readRequest reads one request's records up to its empty STDIN.
 func readRequest(r *fcgi.Reader) error {
-	for {
-		h, content, err := r.Next()
-		if err != nil {
-			return err
-		}
-		if h.Type == fcgi.TypeStdin && len(content) == 0 {
-			return nil
-		}
-	}
+	_, _, err := fcgitest.ReadRequest(r)
+	return err
 }
 
 func answer(c net.Conn, body string) {
@@ -195,7 +168,7 @@ func answer(c net.Conn, body string) {
 // happens as our request arrives, the request is replayed on a fresh one.
 func TestRetriesReusedConnectionOnce(t *testing.T) {
 	current, _, _ := site(t)
-	addr := rawUpstream(t, func(n int, c net.Conn) {
+	addr := fcgitest.StartRaw(t, func(n int, c net.Conn) {
 		r := fcgi.NewReader(c)
 		if readRequest(r) != nil {
 			return
@@ -224,7 +197,7 @@ func TestRetriesReusedConnectionOnce(t *testing.T) {
 // A fresh connection that fails is not retried: the failure is real.
 func TestUpstreamClosesBeforeAnswer(t *testing.T) {
 	current, _, _ := site(t)
-	addr := rawUpstream(t, func(n int, c net.Conn) { readRequest(fcgi.NewReader(c)) })
+	addr := fcgitest.StartRaw(t, func(n int, c net.Conn) { readRequest(fcgi.NewReader(c)) })
 	p := &Proxy{Pool: &fcgi.Pool{Address: addr}}
 	c := fcgitest.Dial(t, front(t, p))
 	res := c.Do(nginxParams(current), nil)
@@ -238,7 +211,7 @@ func TestUpstreamClosesBeforeAnswer(t *testing.T) {
 // connection is dropped so it sees a broken response, not a short one.
 func TestUpstreamFailsMidResponse(t *testing.T) {
 	current, _, _ := site(t)
-	addr := rawUpstream(t, func(n int, c net.Conn) {
+	addr := fcgitest.StartRaw(t, func(n int, c net.Conn) {
 		if readRequest(fcgi.NewReader(c)) != nil {
 			return
 		}
@@ -319,7 +292,7 @@ func TestQueueTimeout(t *testing.T) {
 func TestAbortClosesUpstream(t *testing.T) {
 	current, _, _ := site(t)
 	received, closed := make(chan struct{}), make(chan struct{})
-	addr := rawUpstream(t, func(n int, c net.Conn) {
+	addr := fcgitest.StartRaw(t, func(n int, c net.Conn) {
 		if readRequest(fcgi.NewReader(c)) != nil {
 			return
 		}
@@ -347,7 +320,7 @@ func TestAbortClosesUpstream(t *testing.T) {
 // through; the upstream connection is not reused.
 func TestAnswerBeforeBody(t *testing.T) {
 	current, _, _ := site(t)
-	addr := rawUpstream(t, func(n int, c net.Conn) {
+	addr := fcgitest.StartRaw(t, func(n int, c net.Conn) {
 		r := fcgi.NewReader(c)
 		for {
 			h, _, err := r.Next()
@@ -401,7 +374,7 @@ func TestClientGoneMidBody(t *testing.T) {
 	current, _, _ := site(t)
 	got := make(chan struct{})
 	closed := make(chan struct{})
-	addr := rawUpstream(t, func(n int, c net.Conn) {
+	addr := fcgitest.StartRaw(t, func(n int, c net.Conn) {
 		r := fcgi.NewReader(c)
 		for {
 			h, _, err := r.Next()

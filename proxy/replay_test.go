@@ -28,7 +28,7 @@ func TestReplaySkipsEveryDeadConnection(t *testing.T) {
 	)
 	arrived.Add(n)
 	closed.Add(n)
-	addr := rawUpstream(t, func(i int, c net.Conn) {
+	addr := fcgitest.StartRaw(t, func(i int, c net.Conn) {
 		r := fcgi.NewReader(c)
 		if i < n {
 			// The first n connections each serve one request, held until

@@ -30,7 +30,7 @@ func TestNoReplayOfNonIdempotent(t *testing.T) {
 		t.Run(tc.method, func(t *testing.T) {
 			current, _, _ := site(t)
 			var received atomic.Int32
-			addr := rawUpstream(t, func(n int, c net.Conn) {
+			addr := fcgitest.StartRaw(t, func(n int, c net.Conn) {
 				r := fcgi.NewReader(c)
 				for readRequest(r) == nil {
 					if received.Add(1) == 2 {

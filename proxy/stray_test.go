@@ -23,7 +23,7 @@ import (
 // later, once the proxy has given the connection back to its pool and sent
 // the next request on it.
 func strayApp(t *testing.T, delay time.Duration, served *atomic.Int32) string {
-	return rawUpstream(t, func(n int, c net.Conn) {
+	return fcgitest.StartRaw(t, func(n int, c net.Conn) {
 		r := fcgi.NewReader(c)
 		bw := bufio.NewWriter(c)
 		w := fcgi.NewWriter(bw)
@@ -57,28 +57,8 @@ func writeAnswer(w *fcgi.Writer, id uint16, body string) {
 // readQuery reads one request up to its empty STDIN and returns its id and
 // QUERY_STRING.
 func readQuery(r *fcgi.Reader) (id uint16, query string, err error) {
-	var params []byte
-	for {
-		h, content, err := r.Next()
-		if err != nil {
-			return 0, "", err
-		}
-		switch h.Type {
-		case fcgi.TypeBeginRequest:
-			id = h.ID
-		case fcgi.TypeParams:
-			params = append(params, content...)
-		case fcgi.TypeStdin:
-			if len(content) > 0 {
-				continue
-			}
-			pairs, err := fcgi.DecodeParams(nil, params)
-			if err != nil {
-				return 0, "", err
-			}
-			return id, param(pairs, "QUERY_STRING"), nil
-		}
-	}
+	id, params, err := fcgitest.ReadRequest(r)
+	return id, param(params, "QUERY_STRING"), err
 }
 
 // Issue 10, item 9: an application that writes a record after END_REQUEST

@@ -177,3 +177,55 @@ func (a *App) Close() {
 	a.mu.Unlock()
 	a.wg.Wait()
 }
+
+// StartRaw starts an application that hands each connection to serve, with
+// its number from 0, and closes it when serve returns: for an application
+// that misbehaves in ways StartApp and StartHandler cannot (a connection
+// closed before the answer, records after END_REQUEST). It is stopped when
+// the test ends, after every serve has returned. It returns the address.
+func StartRaw(tb testing.TB, serve func(n int, c net.Conn)) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	tb.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for n := 0; ; n++ {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); serve(n, c) }()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// ReadRequest reads one request from r up to the empty STDIN record that
+// ends it, and returns its id and params: for a StartRaw application.
+func ReadRequest(r *fcgi.Reader) (id uint16, params []fcgi.Pair, err error) {
+	var b []byte
+	for {
+		h, content, err := r.Next()
+		if err != nil {
+			return 0, nil, err
+		}
+		switch h.Type {
+		case fcgi.TypeBeginRequest:
+			id = h.ID
+		case fcgi.TypeParams:
+			b = append(b, content...)
+		case fcgi.TypeStdin:
+			if len(content) > 0 {
+				continue
+			}
+			params, err := fcgi.DecodeParams(nil, b)
+			return id, params, err
+		}
+	}
+}
