@@ -37,10 +37,7 @@ type faultStack struct {
 func startFaultStack(t *testing.T, o stackOptions) *faultStack {
 	t.Helper()
 	fs := &faultStack{}
-	testHookServing = func(p *fcgi.Pool, s *fcgi.Server) {
-		fs.pool = p
-		fs.proxy = s.Handler.(*proxy.Proxy)
-	}
+	testHookServing = func(d *daemon) { fs.pool, fs.proxy = d.pool, d.proxy }
 	defer func() { testHookServing = nil }()
 	fs.stack = startStack(t, o)
 	require.NotNil(t, fs.pool)
@@ -409,7 +406,7 @@ func TestFaultClientAborts(t *testing.T) {
 func TestFaultAbortRequestRecord(t *testing.T) {
 	up := startFakeUpstream(t)
 	var pool *fcgi.Pool
-	testHookServing = func(p *fcgi.Pool, _ *fcgi.Server) { pool = p }
+	testHookServing = func(d *daemon) { pool = d.pool }
 	addr, log, _ := startIncpathd(t, "--listen", testenv.FreeAddr(t), "--upstream", up.addr, "--log-level", "debug")
 	testHookServing = nil
 	site := newPathSite(t)

@@ -44,7 +44,7 @@ func TestSoak(t *testing.T) {
 		pool *fcgi.Pool
 		prx  *proxy.Proxy
 	)
-	testHookServing = func(p *fcgi.Pool, s *fcgi.Server) { pool, prx = p, s.Handler.(*proxy.Proxy) }
+	testHookServing = func(d *daemon) { pool, prx = d.pool, d.proxy }
 	addr, log, _ := startIncpathd(t,
 		"--listen", testenv.FreeAddr(t),
 		"--upstream", up.addr,
