@@ -18,6 +18,7 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/internal/testenv"
+	"github.com/incpathd/incpathd/internal/testsupport"
 	"github.com/incpathd/incpathd/sapi"
 )
 
@@ -251,7 +252,7 @@ func TestFrontEndCGIFCGI(t *testing.T) {
 
 // startFrontEndStack starts php-fpm with the example pool lines, incpathd
 // and the front end, and returns the site, the front end and incpathd's log.
-func startFrontEndStack(t *testing.T, fc frontEndCase) (*testenv.Site, frontEnd, *syncBuffer) {
+func startFrontEndStack(t *testing.T, fc frontEndCase) (*testenv.Site, frontEnd, *testsupport.LogBuffer) {
 	t.Helper()
 	site := testenv.NewSite(t, "A", "B")
 	sock := testenv.FreeSocket(t, "php-fpm.sock")
@@ -411,9 +412,9 @@ func TestCGIFCGIPing(t *testing.T) {
 
 // startIncpathdEnv runs incpathd in this process with getenv as its
 // environment, as a container would start it, until the test ends.
-func startIncpathdEnv(t testing.TB, getenv func(string) string, args ...string) (addr string, log *syncBuffer) {
+func startIncpathdEnv(t testing.TB, getenv func(string) string, args ...string) (addr string, log *testsupport.LogBuffer) {
 	t.Helper()
-	log = &syncBuffer{}
+	log = &testsupport.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan int, 1)
