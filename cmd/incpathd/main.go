@@ -1,5 +1,3 @@
-// Command incpathd is a FastCGI proxy that pins every PHP request to one
-// release of a site deployed by symlink swap. See the README.
 package main
 
 import (

@@ -1,8 +1,3 @@
-// Package lifecycle runs incpathd's process lifecycle: the listening
-// sockets (its own, systemd's, or those a previous incpathd handed over),
-// restarts on SIGHUP without a refused connection (tableflip), readiness
-// for systemd (sd_notify) and the pid file. What it reads from the process
-// around it comes in through Env, so that tests run it in-process.
 package lifecycle
 
 import (

@@ -1,5 +1,3 @@
-// Package testsupport holds what tests of several packages share: a log
-// buffer safe for concurrent use and a bounded poll for a condition.
 package testsupport
 
 import (
