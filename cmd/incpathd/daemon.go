@@ -64,12 +64,7 @@ func newDaemon(c *config, env lifecycle.Env, log *slog.Logger) (_ *daemon, err e
 	if err != nil {
 		return nil, err
 	}
-	resolver := &sapi.Resolver{
-		Every:          c.realpathEvery,
-		UseReadlink:    c.useReadlink != "",
-		ReadlinkPrefix: c.useReadlink,
-		AllowRoots:     c.allowRoots,
-	}
+	resolver := newResolver(c)
 	if d.rel, err = startReleases(c, resolver, log, d.lc); err != nil {
 		return nil, fmt.Errorf("control endpoint %s: %w", c.control, err)
 	}
@@ -109,8 +104,29 @@ func newDaemon(c *config, env lifecycle.Env, log *slog.Logger) (_ *daemon, err e
 	if ml != nil {
 		d.startHTTP(ml, m)
 	}
-	d.srv = &fcgi.Server{
-		Handler:        handler,
+	d.srv = newServer(c, handler, log)
+	if d.listeners, err = d.lc.FCGIListeners(c.listen, fileMode(c.listenMode)); err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", c.listen, err)
+	}
+	return d, nil
+}
+
+// newResolver is the docroot resolver --realpath-every, --use-readlink and
+// --allow-root describe.
+func newResolver(c *config) *sapi.Resolver {
+	return &sapi.Resolver{
+		Every:          c.realpathEvery,
+		UseReadlink:    c.useReadlink != "",
+		ReadlinkPrefix: c.useReadlink,
+		AllowRoots:     c.allowRoots,
+	}
+}
+
+// newServer is the FastCGI server the web server connects to, with the
+// limits the flags set.
+func newServer(c *config, h fcgi.Handler, log *slog.Logger) *fcgi.Server {
+	return &fcgi.Server{
+		Handler:        h,
 		MaxParamsBytes: c.maxParamsBytes,
 		MaxParams:      c.maxParams,
 		MaxConns:       c.maxClientConns,
@@ -118,10 +134,6 @@ func newDaemon(c *config, env lifecycle.Env, log *slog.Logger) (_ *daemon, err e
 		IdleTimeout:    c.idleTimeout,
 		Logger:         log,
 	}
-	if d.listeners, err = d.lc.FCGIListeners(c.listen, fileMode(c.listenMode)); err != nil {
-		return nil, fmt.Errorf("--listen %s: %w", c.listen, err)
-	}
-	return d, nil
 }
 
 // fileMode reads an octal mode flag, validated by parse.

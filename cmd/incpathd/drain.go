@@ -71,13 +71,7 @@ func drain(ctx context.Context, args []string, getenv func(string) string, stdou
 	var shown []string
 	settled := 0
 	for {
-		var why []string
-		st, err := c.Status(ctx)
-		if err != nil {
-			why = []string{fmt.Sprintf("cannot read incpathd's control endpoint: %v", err)}
-		} else {
-			why = st.Busy(forms...)
-		}
+		why := busy(ctx, c, forms)
 		if len(why) == 0 {
 			if settled++; settled >= drainSettle {
 				fmt.Fprintf(stdout, "incpathd drain: %s is drained: no request in flight, no docroot leads to it\n", release)
@@ -106,6 +100,16 @@ func drain(ctx context.Context, args []string, getenv func(string) string, stdou
 		case <-t.C:
 		}
 	}
+}
+
+// busy polls the control endpoint once and says what still uses the
+// release: nothing, or why it cannot tell.
+func busy(ctx context.Context, c *control.Client, forms []string) []string {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return []string{fmt.Sprintf("cannot read incpathd's control endpoint: %v", err)}
+	}
+	return st.Busy(forms...)
 }
 
 // releaseForms returns the release as an absolute, clean path and, if it
