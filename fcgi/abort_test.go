@@ -47,6 +47,10 @@ func TestRequestOnAbort(t *testing.T) {
 		cause                          error
 	}
 	got := make(chan result, 1)
+	// The abort is sent only once both functions are set: sent earlier, on
+	// a loaded machine it could reach the first one before the handler
+	// replaced it, and the test would judge the scheduler, not OnAbort.
+	set := make(chan struct{})
 	ts := startServer(t, "tcp", &Server{AbortWatchDelay: -1, Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		var res result
 		var calls, removed atomic.Int32
@@ -57,6 +61,7 @@ func TestRequestOnAbort(t *testing.T) {
 				close(aborted)
 			}
 		})
+		close(set)
 		select {
 		case <-aborted:
 		case <-time.After(5 * time.Second):
@@ -72,6 +77,7 @@ func TestRequestOnAbort(t *testing.T) {
 	})})
 	c := ts.dial(t)
 	c.send(request(1, FlagKeepConn, nil, ""))
+	<-set
 	c.send(rec(TypeAbortRequest, 1, nil, 0))
 	res := <-got
 	assert.Equal(t, result{calls: 1, lateCalls: 1, cause: ErrAborted}, res)

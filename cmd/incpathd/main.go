@@ -26,9 +26,15 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	env := lifecycle.Env{Getenv: os.Getenv, Restartable: true}
+	restartable = true
+	env := lifecycle.Env{Getenv: os.Getenv, Restartable: restartable}
 	os.Exit(dispatch(ctx, os.Args[1:], env, os.Stdout, os.Stderr, nil))
 }
+
+// restartable is set by main: this process is incpathd itself, so it may
+// start itself again (tuneRuntime) and own SIGHUP (lifecycle.Env). Tests
+// that call run in-process leave it false.
+var restartable bool
 
 // config is everything the flags decide.
 type config struct {
@@ -51,6 +57,7 @@ type config struct {
 	keepHTTPProxy, showVersion       bool
 	releasesConfig
 	ops opsConfig
+	rt  runtimeConfig
 
 	flags *pflag.FlagSet    // for --print-config
 	from  map[string]string // flag name -> fromEnv or fromFlag
@@ -90,6 +97,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	addReleasesFlags(fs, &c.releasesConfig)
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	addOpsFlags(fs, &c.ops)
+	addRuntimeFlags(fs, &c.rt)
 	return fs
 }
 
@@ -150,6 +158,9 @@ func (c *config) validate() error {
 		return fmt.Errorf("--pool-probe-dir: %q is not an absolute path", c.poolProbeDir)
 	}
 	if err := c.releasesConfig.validate(); err != nil {
+		return err
+	}
+	if err := c.rt.validate(); err != nil {
 		return err
 	}
 	return c.ops.validate()
@@ -276,6 +287,7 @@ func serve(ctx context.Context, args []string, env lifecycle.Env, stdout, stderr
 		return 0
 	}
 	log := newLogger(c, stderr)
+	tuneRuntime(c.rt, c.from["gomaxprocs"] != "", log)
 	d, err := newDaemon(c, env, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
