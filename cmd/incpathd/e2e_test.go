@@ -48,13 +48,19 @@ func startIncpathd(t testing.TB, args ...string) (addr string, log *testsupport.
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--pool-probe") }) {
 		args = append(args, "--pool-probe=false")
 	}
+	return startIncpathdEnv(t, func(string) string { return "" }, args...)
+}
+
+// startIncpathdEnv runs incpathd in this process with getenv as its
+// environment, as a container would start it, until the test ends or stop
+// is called.
+func startIncpathdEnv(t testing.TB, getenv func(string) string, args ...string) (addr string, log *testsupport.LogBuffer, stop func()) {
+	t.Helper()
 	log = &testsupport.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, args, func(string) string { return "" }, io.Discard, log, ready)
-	}()
+	go func() { done <- run(ctx, args, getenv, io.Discard, log, ready) }()
 	select {
 	case addr = <-ready:
 	case code := <-done:
