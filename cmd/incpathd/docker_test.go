@@ -499,7 +499,7 @@ func TestSidecar(t *testing.T) {
 	env["INCPATHD_METRICS"] = metrics
 	env["INCPATHD_MAINTENANCE_FILE"] = filepath.Join(t.TempDir(), "maintenance")
 	env["INCPATHD_REALPATH_EVERY"] = "0" // see the flip at once
-	addr, log := startIncpathdEnv(t, getenvOf(env))
+	addr, log, _ := startIncpathdEnv(t, getenvOf(env))
 
 	nginx := testenv.StartNginxServer(t, testenv.NginxServerOptions{
 		User: "nobody",

@@ -1,6 +1,3 @@
-// Package testsupport holds the helpers tests share that know nothing of
-// FastCGI: a log buffer safe for concurrent writers, a poll-until helper and
-// a goroutine-leak check. internal/fcgitest builds the FastCGI ones on it.
 package testsupport
 
 import (
@@ -32,15 +29,20 @@ func (l *LogBuffer) String() string {
 	return l.b.String()
 }
 
-// Eventually polls cond every 2 ms until it holds, and reports whether it
-// did within d. Give d room: the machines that run the tests are loaded.
+// pollEvery is how often Eventually checks: often enough that a test waits
+// little past the moment cond holds, seldom enough to leave the CPU to what
+// it waits for on a loaded machine.
+const pollEvery = 5 * time.Millisecond
+
+// Eventually polls cond until it holds, and reports true, or until d has
+// passed, and reports whether it held on the last check after d.
 func Eventually(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			return false
+			return cond()
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(pollEvery)
 	}
 	return true
 }
