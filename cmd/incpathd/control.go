@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/incpathd/incpathd/control"
 	"github.com/incpathd/incpathd/inflight"
+	"github.com/incpathd/incpathd/internal/lifecycle"
 	"github.com/incpathd/incpathd/opcache"
 	"github.com/incpathd/incpathd/sapi"
 )
@@ -64,7 +64,7 @@ type releases struct {
 // startReleases starts watching r's docroots and, with --control, counting
 // requests per release and serving the control endpoint. It must run before
 // r's first Resolve.
-func startReleases(c *config, r *sapi.Resolver, log *slog.Logger, lc *lifecycle) (*releases, error) {
+func startReleases(c *config, r *sapi.Resolver, log *slog.Logger, lc *lifecycle.Lifecycle) (*releases, error) {
 	rs := &releases{watcher: &sapi.Watcher{Logger: log, Disabled: !c.watch}}
 	if c.pattern != "" {
 		// Usually the site's docroot link: report its release as in use
@@ -82,11 +82,10 @@ func startReleases(c *config, r *sapi.Resolver, log *slog.Logger, lc *lifecycle)
 	if c.control == "" {
 		return rs, nil
 	}
-	mode, _ := strconv.ParseUint(c.controlMode, 8, 32)
 	// Through lc, so that a restart hands the socket to the next process:
 	// it could not open it itself while this one still serves.
-	l, err := lc.listen(c.control, func() (net.Listener, error) {
-		return control.Listen(c.control, os.FileMode(mode), c.controlAllowRemote)
+	l, err := lc.Listen(c.control, func() (net.Listener, error) {
+		return control.Listen(c.control, fileMode(c.controlMode), c.controlAllowRemote)
 	})
 	if err != nil {
 		rs.watcher.Close()

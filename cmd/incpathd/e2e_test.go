@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/internal/testenv"
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // stack is real nginx → incpathd (in this process) → real php-fpm, in front
@@ -29,7 +29,7 @@ type stack struct {
 	fpm   *testenv.FPM
 	nginx *testenv.Nginx
 	addr  string // incpathd's
-	log   *syncBuffer
+	log   *testsupport.LogBuffer
 	stop  func()
 }
 
@@ -45,7 +45,7 @@ type stackOptions struct {
 // connection for the tests that count them (pinning_test.go tests it).
 // Likewise opcache management, unless args name an --opcache flag
 // (opcache_test.go tests it).
-func startIncpathd(t testing.TB, args ...string) (addr string, log *syncBuffer, stop func()) {
+func startIncpathd(t testing.TB, args ...string) (addr string, log *testsupport.LogBuffer, stop func()) {
 	t.Helper()
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--pool-probe") }) {
 		args = append(args, "--pool-probe=false")
@@ -53,13 +53,19 @@ func startIncpathd(t testing.TB, args ...string) (addr string, log *syncBuffer, 
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--opcache") }) {
 		args = append(args, "--opcache=false")
 	}
-	log = &syncBuffer{}
+	return startIncpathdEnv(t, func(string) string { return "" }, args...)
+}
+
+// startIncpathdEnv runs incpathd in this process with getenv as its
+// environment, as a container would start it, until the test ends or stop
+// is called.
+func startIncpathdEnv(t testing.TB, getenv func(string) string, args ...string) (addr string, log *testsupport.LogBuffer, stop func()) {
+	t.Helper()
+	log = &testsupport.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, args, func(string) string { return "" }, io.Discard, log, ready)
-	}()
+	go func() { done <- run(ctx, args, getenv, io.Discard, log, ready) }()
 	select {
 	case addr = <-ready:
 	case code := <-done:
@@ -254,24 +260,6 @@ func TestE2EOutsideAllowedRoot(t *testing.T) {
 	code, body := s.nginx.Get(t, "/index.php")
 	assert.Equal(t, 403, code, "%s", body)
 	assert.Contains(t, s.log.String(), "outside")
-}
-
-// syncBuffer is a log sink safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // php-fpm closes a kept connection whenever a worker reaches

@@ -75,9 +75,7 @@ func isPHP(argv0 string) bool {
 // be started.
 func execCmd(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	c := &execConfig{}
-	flags := pflag.NewFlagSet("incpathd exec", pflag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.SortFlags = false
+	flags := newFlags("incpathd exec", stderr)
 	// Flags end at the command: its own flags are not ours.
 	flags.SetInterspersed(false)
 	flags.StringVar(&c.docroot, "docroot", "", "the symlinked docroot to resolve, e.g. /srv/site/current; default --search-replace-pattern")
@@ -96,13 +94,11 @@ func execCmd(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stderr, "incpathd exec: %v\n", err)
 		return code
 	}
-	if err := flags.Parse(args); err != nil {
+	// Every flag but -d: a setting for php is not a daemon's.
+	if _, err := parseFlags(flags, args, getenv, "docroot", "search-replace-pattern", "include-path", "pin-ini", "use-readlink", "allow-root"); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
-		return fail(2, err)
-	}
-	if err := setFromEnv(flags, getenv, "docroot", "search-replace-pattern", "include-path", "pin-ini", "use-readlink", "allow-root"); err != nil {
 		return fail(2, err)
 	}
 	if flags.NArg() == 0 {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -11,13 +10,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/internal/testenv"
+	"github.com/incpathd/incpathd/internal/testsupport"
 	"github.com/incpathd/incpathd/sapi"
 )
 
@@ -251,7 +250,7 @@ func TestFrontEndCGIFCGI(t *testing.T) {
 
 // startFrontEndStack starts php-fpm with the example pool lines, incpathd
 // and the front end, and returns the site, the front end and incpathd's log.
-func startFrontEndStack(t *testing.T, fc frontEndCase) (*testenv.Site, frontEnd, *syncBuffer) {
+func startFrontEndStack(t *testing.T, fc frontEndCase) (*testenv.Site, frontEnd, *testsupport.LogBuffer) {
 	t.Helper()
 	site := testenv.NewSite(t, "A", "B")
 	sock := testenv.FreeSocket(t, "php-fpm.sock")
@@ -407,36 +406,4 @@ func TestCGIFCGIPing(t *testing.T) {
 	r = c.Run(t, []string{"REQUEST_METHOD=GET", "SCRIPT_NAME=/fpm-ping", "SCRIPT_FILENAME=/fpm-ping"}, nil)
 	assert.Equal(t, 500, r.Status, "%s", r.Body)
 	assert.NotContains(t, string(r.Body), "pong")
-}
-
-// startIncpathdEnv runs incpathd in this process with getenv as its
-// environment, as a container would start it, until the test ends.
-func startIncpathdEnv(t testing.TB, getenv func(string) string, args ...string) (addr string, log *syncBuffer) {
-	t.Helper()
-	log = &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan int, 1)
-	go func() { done <- run(ctx, args, getenv, io.Discard, log, ready) }()
-	select {
-	case addr = <-ready:
-	case code := <-done:
-		cancel()
-		t.Fatalf("incpathd exited with %d before serving:\n%s", code, log)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatalf("incpathd did not start:\n%s", log)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(40 * time.Second):
-			t.Errorf("incpathd did not stop")
-		}
-		if t.Failed() {
-			t.Logf("incpathd log:\n%s", log)
-		}
-	})
-	return addr, log
 }

@@ -14,7 +14,7 @@ import (
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/fpmcall"
 	"github.com/incpathd/incpathd/opcache"
-	"github.com/incpathd/incpathd/quiesce"
+	"github.com/incpathd/incpathd/proxy"
 )
 
 // opcacheConfig is what the opcache flags decide.
@@ -71,39 +71,37 @@ func startCaller(c *config, getenv func(string) string, pool *fcgi.Pool, log *sl
 	return caller, nil
 }
 
-// startOpcache runs the opcache manager until ctx ends, and adds its
-// routes and the status view to the control endpoint. caller is nil when
-// the helper could not be written: the manager then reports why.
-func startOpcache(ctx context.Context, c *config, caller *fpmcall.Caller, gate *quiesce.Gate, rel *releases, pool *fcgi.Pool, inFlight func() int64, log *slog.Logger) *opcache.Manager {
+// newOpcache builds the opcache manager (nil with --opcache=false), and
+// adds its routes and the status view to the control endpoint. d.run runs
+// the manager's eviction loop. Without the helper script the manager
+// reports why on every call.
+func (d *daemon) newOpcache(p *proxy.Proxy) *opcache.Manager {
 	var m *opcache.Manager
-	if c.oc.opcache {
+	if d.c.oc.opcache {
 		var php opcache.PHP = noHelper{}
-		if caller != nil {
-			php = caller
+		if d.caller != nil {
+			php = d.caller
 		}
 		m = &opcache.Manager{
 			PHP:      php,
-			Gate:     gate,
-			Live:     rel.live,
-			Busy:     rel.busy,
-			Logger:   log,
-			Interval: c.oc.checkEvery,
-			MaxPause: c.oc.maxPause,
-		}
-		if rel.source != nil {
-			go m.Run(ctx)
+			Gate:     d.gate,
+			Live:     d.rel.live,
+			Busy:     d.rel.busy,
+			Logger:   d.log,
+			Interval: d.c.oc.checkEvery,
+			MaxPause: d.c.oc.maxPause,
 		}
 	}
-	if rel.mux != nil {
+	if d.rel.mux != nil {
 		rt := control.Routes{
-			Status:   rel.source.Status,
-			Upstream: upstreamView(c.upstream, pool),
-			InFlight: inFlight,
+			Status:   d.rel.source.Status,
+			Upstream: upstreamView(d.c.upstream, d.pool),
+			InFlight: func() int64 { return p.Stats().InFlight.Load() },
 		}
 		if m != nil {
 			rt.Opcache = m
 		}
-		rt.Register(rel.mux)
+		rt.Register(d.rel.mux)
 	}
 	return m
 }

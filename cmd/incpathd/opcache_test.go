@@ -21,6 +21,7 @@ import (
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/fpmcall"
 	"github.com/incpathd/incpathd/internal/testenv"
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // buildRelease writes a release of n PHP files: index.php, which includes
@@ -104,7 +105,7 @@ type opcacheStack struct {
 	fpm    *testenv.FPM
 	nginx  *testenv.Nginx
 	ctl    string
-	log    *syncBuffer
+	log    *testsupport.LogBuffer
 	caller *fpmcall.Caller // the test's own look into opcache
 }
 

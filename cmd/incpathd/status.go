@@ -28,22 +28,19 @@ memory and hash slots, and php-fpm's side. --json prints the same as JSON
 
 // statusCmd is `incpathd status`.
 func statusCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("incpathd status", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SortFlags = false
+	fs := newFlags("incpathd status", stderr)
 	addr := fs.String("control", "", "the daemon's control endpoint (its --control); default $"+envName("control"))
 	asJSON := fs.Bool("json", false, "print GET /status as JSON")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, statusUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	// Only --control from the environment: the others are this
+	// command's own.
+	if _, err := parseFlags(fs, args, getenv, "control"); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
-		return 2
-	}
-	if err := setFromEnv(fs, getenv, "control"); err != nil {
 		fmt.Fprintf(stderr, "incpathd status: %v\n", err)
 		return 2
 	}

@@ -33,22 +33,19 @@ warm failed (php-fpm without opcache, a helper script php-fpm cannot read),
 
 // warmCmd is `incpathd warm RELEASE`.
 func warmCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("incpathd warm", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SortFlags = false
+	fs := newFlags("incpathd warm", stderr)
 	addr := fs.String("control", "", "the daemon's control endpoint (its --control); default $"+envName("control"))
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, warmUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	// Only --control from the environment: the others are this
+	// command's own.
+	if _, err := parseFlags(fs, args, getenv, "control"); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
-		return 2
-	}
-	if err := setFromEnv(fs, getenv, "control"); err != nil {
 		fmt.Fprintf(stderr, "incpathd warm: %v\n", err)
 		return 2
 	}

@@ -1,4 +1,4 @@
-package main
+package lifecycle
 
 import (
 	"fmt"
@@ -14,21 +14,69 @@ import (
 	"syscall"
 
 	"github.com/cloudflare/tableflip"
+
+	"github.com/incpathd/incpathd/internal/unixsock"
 )
 
-// restartable is set by main: this process is incpathd itself, so it may
-// own SIGHUP and replace itself. Tests that call run in-process leave it
-// false and get plain listeners.
-var restartable bool
+// Env is what the lifecycle takes from the process it runs in.
+type Env struct {
+	// Getenv reads systemd's LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES and
+	// NOTIFY_SOCKET. If nil, os.Getenv.
+	Getenv func(string) string
+	// Unsetenv removes systemd's LISTEN_* variables once their sockets are
+	// taken, so that no child takes them again. If nil, os.Unsetenv.
+	Unsetenv func(string) error
+	// PID is this process's id, compared with LISTEN_PID and written to
+	// the pid file. If zero, os.Getpid().
+	PID int
+	// Restartable says this process is incpathd itself: it owns SIGHUP and
+	// replaces itself on it. If false (tests that run the daemon
+	// in-process), sockets are plain listeners and SIGHUP is left alone.
+	Restartable bool
+}
 
-// lifecycle owns the listening sockets across restarts. On SIGHUP it starts
+func (e Env) getenv(k string) string {
+	if e.Getenv == nil {
+		return os.Getenv(k)
+	}
+	return e.Getenv(k)
+}
+
+func (e Env) unsetenv(k string) {
+	if e.Unsetenv == nil {
+		os.Unsetenv(k)
+		return
+	}
+	e.Unsetenv(k)
+}
+
+func (e Env) pid() int {
+	if e.PID == 0 {
+		return os.Getpid()
+	}
+	return e.PID
+}
+
+// Config says how a Lifecycle runs.
+type Config struct {
+	// PIDFile, if not empty, is written with the serving process's pid once
+	// it is ready, and removed when it exits without a successor.
+	PIDFile string
+	// Logger receives restarts and socket take-overs. If nil, slog.Default().
+	Logger *slog.Logger
+	// Env is the process around the lifecycle.
+	Env Env
+}
+
+// Lifecycle owns the listening sockets across restarts. On SIGHUP it starts
 // the binary at os.Args[0] again (a new build, if one was put there) with
 // the same arguments and environment, hands it the sockets, and once the
 // new process is ready lets this one drain and exit: no connection is
 // refused and no request is cut. It also takes sockets from systemd
 // (LISTEN_FDS) and tells systemd about readiness (NOTIFY_SOCKET).
-type lifecycle struct {
+type Lifecycle struct {
 	log     *slog.Logger
+	env     Env
 	upg     *tableflip.Upgrader // nil when not restartable
 	pidFile string
 
@@ -44,9 +92,14 @@ type lifecycle struct {
 	handover chan struct{} // closed then
 }
 
-func newLifecycle(c *config, getenv func(string) string, log *slog.Logger) (*lifecycle, error) {
-	lc := &lifecycle{log: log, pidFile: c.ops.pidFile, handover: make(chan struct{})}
-	if restartable {
+// New takes the sockets systemd passed and, if c.Env.Restartable, those a
+// previous incpathd hands over, and catches SIGHUP from then on.
+func New(c Config) (*Lifecycle, error) {
+	lc := &Lifecycle{log: c.Logger, env: c.Env, pidFile: c.PIDFile, handover: make(chan struct{})}
+	if lc.log == nil {
+		lc.log = slog.Default()
+	}
+	if c.Env.Restartable {
 		upg, err := tableflip.New(tableflip.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("restart support: %w", err)
@@ -58,19 +111,30 @@ func newLifecycle(c *config, getenv func(string) string, log *slog.Logger) (*lif
 		lc.hup = make(chan os.Signal, 1)
 		signal.Notify(lc.hup, syscall.SIGHUP)
 	}
-	sd, err := systemdListeners(getenv, os.Getpid())
+	sd, err := systemdListeners(c.Env)
 	if err != nil {
-		lc.close(false)
+		lc.Close()
 		return nil, err
 	}
 	lc.systemd = sd
 	return lc, nil
 }
 
-// fcgiListeners opens the sockets the web server connects to: the ones a
+// Open opens addr: "host:port", or "unix:/path" with permissions mode,
+// created by unixsock.Listen, which replaces a stale socket left by a crash
+// and refuses a live one or anything that is not a socket.
+func Open(addr string, mode os.FileMode) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		return net.Listen("tcp", addr)
+	}
+	return unixsock.Listen(path, mode)
+}
+
+// FCGIListeners opens the sockets the web server connects to: the ones a
 // previous incpathd handed over, else the ones systemd passed (all but one
-// named "metrics"), else --listen.
-func (lc *lifecycle) fcgiListeners(c *config) ([]net.Listener, error) {
+// named "metrics"), else addr (see Open) with mode.
+func (lc *Lifecycle) FCGIListeners(addr string, mode os.FileMode) ([]net.Listener, error) {
 	var out []net.Listener
 	if lc.upg != nil {
 		for i := 0; ; i++ {
@@ -101,16 +165,16 @@ func (lc *lifecycle) fcgiListeners(c *config) ([]net.Listener, error) {
 		lc.log.Info("using sockets from systemd; --listen is ignored", "count", len(out))
 		return out, nil
 	}
-	l, err := lc.listen(c.listen, func() (net.Listener, error) { return listen(c.listen, c.listenMode) })
+	l, err := lc.Listen(addr, func() (net.Listener, error) { return Open(addr, mode) })
 	if err != nil {
 		return nil, err
 	}
 	return []net.Listener{l}, nil
 }
 
-// metricsListener opens --metrics, or takes the socket systemd passed as
-// "metrics".
-func (lc *lifecycle) metricsListener(c *config) (net.Listener, error) {
+// MetricsListener takes the socket systemd passed as "metrics", or opens
+// addr (see Open) with mode; it returns nil if there is neither.
+func (lc *Lifecycle) MetricsListener(addr string, mode os.FileMode) (net.Listener, error) {
 	if lc.upg != nil {
 		if l, err := lc.upg.Fds.Listener("systemd", "metrics"); l != nil || err != nil {
 			return l, err
@@ -121,19 +185,15 @@ func (lc *lifecycle) metricsListener(c *config) (net.Listener, error) {
 			return s.l, lc.keep("systemd", "metrics", s.l)
 		}
 	}
-	if c.ops.metrics == "" {
+	if addr == "" {
 		return nil, nil
 	}
-	addr, err := metricsAddr(c.ops.metrics)
-	if err != nil {
-		return nil, err
-	}
-	return lc.listen(addr, func() (net.Listener, error) { return listen(addr, c.ops.metricsMode) })
+	return lc.Listen(addr, func() (net.Listener, error) { return Open(addr, mode) })
 }
 
-// listen opens addr ("host:port" or "unix:/path") with create, or takes it
-// over from the process this one replaces.
-func (lc *lifecycle) listen(addr string, create func() (net.Listener, error)) (net.Listener, error) {
+// Listen opens addr ("host:port" or "unix:/path") with create, or takes it
+// over from the process this one replaces; a restart hands it on.
+func (lc *Lifecycle) Listen(addr string, create func() (net.Listener, error)) (net.Listener, error) {
 	network, key := "tcp", addr
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		network, key = "unix", path
@@ -162,7 +222,7 @@ func (lc *lifecycle) listen(addr string, create func() (net.Listener, error)) (n
 }
 
 // keep registers a socket systemd passed, so that a restart hands it on.
-func (lc *lifecycle) keep(network, name string, l net.Listener) error {
+func (lc *Lifecycle) keep(network, name string, l net.Listener) error {
 	if lc.upg == nil {
 		return nil
 	}
@@ -175,7 +235,7 @@ func (lc *lifecycle) keep(network, name string, l net.Listener) error {
 
 // own records a unix socket this process created, to be removed when it
 // exits without a successor.
-func (lc *lifecycle) own(path string) {
+func (lc *Lifecycle) own(path string) {
 	fi, err := os.Lstat(path)
 	if err != nil {
 		return
@@ -193,7 +253,7 @@ type ownedSocket struct {
 
 // removeOwned removes the sockets this process created, each only if it is
 // still the one it created: not a socket another process put there since.
-func (lc *lifecycle) removeOwned() {
+func (lc *Lifecycle) removeOwned() {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	for _, s := range lc.owned {
@@ -204,12 +264,12 @@ func (lc *lifecycle) removeOwned() {
 	lc.owned = nil
 }
 
-// ready reports that this process serves: the pid file, systemd, and the
+// Ready reports that this process serves: the pid file, systemd, and the
 // process this one replaces, which then drains and exits. From then on
 // SIGHUP restarts.
-func (lc *lifecycle) ready() error {
+func (lc *Lifecycle) Ready() error {
 	if lc.pidFile != "" {
-		if err := writePIDFile(lc.pidFile, os.Getpid()); err != nil {
+		if err := writePIDFile(lc.pidFile, lc.env.pid()); err != nil {
 			return fmt.Errorf("--pid-file: %w", err)
 		}
 	}
@@ -221,13 +281,13 @@ func (lc *lifecycle) ready() error {
 		lc.done = make(chan struct{})
 		go lc.restartOnHUP(lc.hup, lc.done)
 	}
-	sdNotify("READY=1\nMAINPID=" + strconv.Itoa(os.Getpid()))
+	lc.notify("READY=1\nMAINPID=" + strconv.Itoa(lc.env.pid()))
 	return nil
 }
 
 // restartOnHUP is the restart goroutine: each SIGHUP starts a successor;
 // when one is ready, upgraded() is closed and the goroutine ends.
-func (lc *lifecycle) restartOnHUP(hup <-chan os.Signal, done <-chan struct{}) {
+func (lc *Lifecycle) restartOnHUP(hup <-chan os.Signal, done <-chan struct{}) {
 	for {
 		select {
 		case <-done:
@@ -236,10 +296,10 @@ func (lc *lifecycle) restartOnHUP(hup <-chan os.Signal, done <-chan struct{}) {
 		}
 		exe, _ := filepath.Abs(os.Args[0])
 		lc.log.Info("SIGHUP: starting a new incpathd to take over the sockets", "exe", exe)
-		sdNotify("RELOADING=1")
+		lc.notify("RELOADING=1")
 		if err := lc.upg.Upgrade(); err != nil {
 			lc.log.Error("restart failed; this process keeps serving", "err", err)
-			sdNotify("READY=1")
+			lc.notify("READY=1")
 			continue
 		}
 		lc.handed.Store(true)
@@ -249,15 +309,15 @@ func (lc *lifecycle) restartOnHUP(hup <-chan os.Signal, done <-chan struct{}) {
 	}
 }
 
-// upgraded is closed once a successor serves.
-func (lc *lifecycle) upgraded() <-chan struct{} { return lc.handover }
+// Upgraded is closed once a successor serves.
+func (lc *Lifecycle) Upgraded() <-chan struct{} { return lc.handover }
 
-// wasUpgraded reports whether a successor took over.
-func (lc *lifecycle) wasUpgraded() bool { return lc.handed.Load() }
+// WasUpgraded reports whether a successor took over.
+func (lc *Lifecycle) WasUpgraded() bool { return lc.handed.Load() }
 
-// stopping tells systemd and the restart goroutine that this process is
+// Stopping tells systemd and the restart goroutine that this process is
 // going away; before the drain, so that no restart starts during it.
-func (lc *lifecycle) stopping() {
+func (lc *Lifecycle) Stopping() {
 	lc.stopOnce.Do(func() {
 		// SIGHUP stays caught, and is now dropped: its default action would
 		// kill the drain.
@@ -265,19 +325,19 @@ func (lc *lifecycle) stopping() {
 			close(lc.done)
 		}
 	})
-	if !lc.wasUpgraded() {
-		sdNotify("STOPPING=1")
+	if !lc.WasUpgraded() {
+		lc.notify("STOPPING=1")
 		if lc.upg != nil {
 			lc.upg.Stop() // also unlinks the unix sockets it knows
 		}
 	}
 }
 
-// close releases what this process owns: after a restart the successor
+// Close releases what this process owns: after a restart the successor
 // owns the sockets and the pid file, so they stay. Unix sockets are removed
-// before close returns: the process exits right after it.
-func (lc *lifecycle) close(upgraded bool) {
-	if upgraded {
+// before Close returns: the process exits right after it.
+func (lc *Lifecycle) Close() {
+	if lc.WasUpgraded() {
 		return
 	}
 	switch {
@@ -299,7 +359,7 @@ func (lc *lifecycle) close(upgraded bool) {
 		s.l.Close()
 	}
 	if lc.pidFile != "" {
-		if b, err := os.ReadFile(lc.pidFile); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		if b, err := os.ReadFile(lc.pidFile); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(lc.env.pid()) {
 			os.Remove(lc.pidFile)
 		}
 	}
@@ -338,14 +398,14 @@ type sdSocket struct {
 // this process only if LISTEN_PID is its pid, as systemd checks: a child
 // that inherited the variables must not take its parent's descriptors. The
 // variables are then removed, so that no child of ours does.
-func systemdListeners(getenv func(string) string, pid int) ([]sdSocket, error) {
-	n, err := strconv.Atoi(getenv("LISTEN_FDS"))
-	if err != nil || n < 1 || getenv("LISTEN_PID") != strconv.Itoa(pid) {
+func systemdListeners(env Env) ([]sdSocket, error) {
+	n, err := strconv.Atoi(env.getenv("LISTEN_FDS"))
+	if err != nil || n < 1 || env.getenv("LISTEN_PID") != strconv.Itoa(env.pid()) {
 		return nil, nil
 	}
-	names := strings.Split(getenv("LISTEN_FDNAMES"), ":")
+	names := strings.Split(env.getenv("LISTEN_FDNAMES"), ":")
 	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
-		os.Unsetenv(v)
+		env.unsetenv(v)
 	}
 	const first = 3 // SD_LISTEN_FDS_START
 	var out []sdSocket
@@ -370,10 +430,10 @@ func systemdListeners(getenv func(string) string, pid int) ([]sdSocket, error) {
 	return out, nil
 }
 
-// sdNotify sends a state to systemd's notification socket, if there is one
+// notify sends a state to systemd's notification socket, if there is one
 // (sd_notify(3)); an error is not worth failing over.
-func sdNotify(state string) {
-	addr := os.Getenv("NOTIFY_SOCKET")
+func (lc *Lifecycle) notify(state string) {
+	addr := lc.env.getenv("NOTIFY_SOCKET")
 	if addr == "" {
 		return
 	}
