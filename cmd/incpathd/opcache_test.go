@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -394,3 +395,48 @@ func TestOpcacheColdStart(t *testing.T) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// The opcache flags and the helper's directory refuse what they cannot
+// use, naming the flag.
+func TestOpcacheFlags(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	c, err := parse(nil, noEnv, io.Discard)
+	require.NoError(t, err)
+	assert.True(t, c.oc.opcache)
+	assert.Equal(t, 2*time.Second, c.oc.checkEvery)
+	assert.Equal(t, 10*time.Second, c.oc.maxPause)
+	for args, want := range map[string]string{
+		"--opcache-check-every=0": "--opcache-check-every",
+		"--opcache-max-pause=1ms": "--opcache-max-pause",
+		"--pool-probe-dir=/srv/site/releases/x --allow-root=/srv/site/releases":             "outside every docroot",
+		"--pool-probe-dir=/srv/site/current/tmp --search-replace-pattern=/srv/site/current": "lies inside /srv/site/current",
+	} {
+		_, err := parse(strings.Fields(args), noEnv, io.Discard)
+		require.Error(t, err, args)
+		assert.Contains(t, err.Error(), want, args)
+	}
+	_, err = parse(strings.Fields("--pool-probe-dir=/run/php --allow-root=/srv/site/releases"), noEnv, io.Discard)
+	assert.NoError(t, err)
+}
+
+// Warm and status refuse bad usage with exit status 2 before they ask the
+// daemon.
+func TestWarmStatusUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"warm"},
+		{"warm", "/srv/a", "/srv/b", "--control", "unix:/x"},
+		{"warm", "/srv/a"}, // no control endpoint
+		{"warm", "/srv/a", "--control", "unix:/x", "--timeout", "0"},
+		{"status", "extra", "--control", "unix:/x"},
+		{"status"},
+		{"activate", "/srv/a", "--link", "/srv/current", "--warm"},
+	} {
+		var out bytes.Buffer
+		code := run(context.Background(), args, func(string) string { return "" }, &out, &out, nil)
+		assert.Equal(t, 2, code, "%v: %s", args, out.String())
+	}
+	var out bytes.Buffer
+	code := run(context.Background(), []string{"status", "--control", "unix:" + filepath.Join(t.TempDir(), "none.sock")}, func(string) string { return "" }, &out, &out, nil)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out.String(), "incpathd status: control:")
+}
