@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/incpathd/incpathd/inflight"
+	"github.com/incpathd/incpathd/pathsafe"
 	"github.com/incpathd/incpathd/sapi"
 )
 
@@ -121,7 +122,7 @@ func (s *Status) Busy(release ...string) []string {
 	var why []string
 	in := func(p string) bool {
 		for _, r := range release {
-			if r != "" && within(p, r) {
+			if r != "" && pathsafe.Within(filepath.Clean(p), filepath.Clean(r)) {
 				return true
 			}
 		}
@@ -148,13 +149,4 @@ func plural(n int64, one, many string) string {
 		return one
 	}
 	return many
-}
-
-// within reports whether p is root or below it, by whole components.
-func within(p, root string) bool {
-	p, root = filepath.Clean(p), filepath.Clean(root)
-	if root == "/" {
-		return true
-	}
-	return p == root || strings.HasPrefix(p, root+"/")
 }

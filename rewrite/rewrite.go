@@ -274,11 +274,8 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 		kinds[i] = k
 		switch k {
 		case kindDocRoot, kindScript:
-			if strings.IndexByte(v, 0) >= 0 {
-				return dst, fmt.Errorf("%w: NUL byte in %s", ErrUnsafePath, name)
-			}
-			if hasDotDot(v) {
-				return dst, fmt.Errorf("%w: \"..\" component in %s", ErrUnsafePath, name)
+			if err := CheckPath(name, v); err != nil {
+				return dst, err
 			}
 		case kindPathTranslated:
 			// Not checked for "..": it is DOCUMENT_ROOT plus the

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/incpathd/incpathd/pathsafe"
 )
 
 // Errors returned by Resolver.Resolve, always wrapped with the docroot and
@@ -436,7 +438,7 @@ func checkPath(p string) error {
 // below the prefix, the last one included, and replaces the path up to the
 // first symlink with the link's target.
 func (r *Resolver) firstLink(docroot string) (string, error) {
-	if hasDotDot(docroot) {
+	if pathsafe.HasDotDot(docroot) {
 		return "", errors.New(`path has a ".." component`)
 	}
 	prefix := "/"
@@ -448,7 +450,7 @@ func (r *Resolver) firstLink(docroot string) (string, error) {
 	}
 	p := filepath.Clean(docroot)
 	start := 1 // the end of the first component to examine
-	if prefix != "/" && within(p, prefix) {
+	if prefix != "/" && pathsafe.Within(p, prefix) {
 		start = len(prefix)
 	}
 	for i := start; i <= len(p); i++ {
@@ -475,25 +477,6 @@ func (r *Resolver) firstLink(docroot string) (string, error) {
 	return p, nil
 }
 
-// hasDotDot reports whether p has a ".." component.
-func hasDotDot(p string) bool {
-	for _, c := range strings.Split(p, "/") {
-		if c == ".." {
-			return true
-		}
-	}
-	return false
-}
-
-// within reports whether the clean path p is root or below it, by whole
-// components.
-func within(p, root string) bool {
-	if root == "/" {
-		return true
-	}
-	return p == root || len(p) > len(root) && p[len(root)] == '/' && p[:len(root)] == root
-}
-
 // Allowed reports whether the absolute path p, cleaned lexically, is at or
 // below one of AllowRoots, or AllowRoots is empty. It touches no file: for
 // paths that need no resolution, such as a docroot a trusted front end
@@ -514,7 +497,7 @@ func (r *Resolver) allowed(resolved string) bool {
 		if root == "" {
 			continue
 		}
-		if within(resolved, filepath.Clean(root)) {
+		if pathsafe.Within(resolved, filepath.Clean(root)) {
 			return true
 		}
 	}

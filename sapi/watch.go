@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/incpathd/incpathd/pathsafe"
 )
 
 // Watcher keeps a Resolver's cache right without asking the file system on
@@ -589,9 +590,6 @@ type found struct {
 	dir, name string
 }
 
-// maxLinks bounds the symlinks a trace follows, as the kernel's ELOOP does.
-const maxLinks = 40
-
 // trace follows docroot through the file system one component at a time,
 // as realpath(3) does, and returns every directory entry it looked up,
 // symlinks and their targets' components included. Those are the entries
@@ -602,46 +600,20 @@ func (r *Resolver) trace(docroot string) ([]found, error) {
 		return nil, err
 	}
 	var out []found
-	dir := "/"
-	rest := docroot
-	links := 0
-	for rest != "" {
-		var name string
-		name, rest, _ = strings.Cut(strings.TrimLeft(rest, "/"), "/")
-		switch name {
-		case "", ".":
-			continue
-		case "..":
-			dir = filepath.Dir(dir)
-			continue
-		}
-		out = append(out, found{dir: dir, name: name})
-		p := filepath.Join(dir, name)
-		fi, err := r.lstat(p)
-		if err != nil {
-			return nil, err
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			if !fi.IsDir() {
-				return nil, fmt.Errorf("%s: %w", p, syscall.ENOTDIR)
-			}
-			dir = p
-			continue
-		}
-		if links++; links > maxLinks {
-			return nil, fmt.Errorf("%s: %w", docroot, syscall.ELOOP)
-		}
-		target, err := r.readlink(p)
-		if err != nil {
-			return nil, err
-		}
-		if strings.HasPrefix(target, "/") {
-			dir = "/"
-		}
-		if rest != "" {
-			target += "/" + rest
-		}
-		rest = target
+	w := pathsafe.Walker{
+		Visit: func(dir, name, _ string) error {
+			out = append(out, found{dir: dir, name: name})
+			return nil
+		},
+		Lstat:    r.lstat,
+		Readlink: r.readlink,
+	}
+	p, fi, err := w.Walk(docroot)
+	if err != nil {
+		return nil, err
+	}
+	if fi != nil && !fi.IsDir() {
+		return nil, fmt.Errorf("%s: %w", p, syscall.ENOTDIR)
 	}
 	return out, nil
 }
