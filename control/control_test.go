@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/inflight"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // socketPath returns a unix socket path short enough for sun_path.
@@ -203,8 +203,8 @@ func TestSourceStatus(t *testing.T) {
 	current := filepath.Join(root, "current")
 	require.NoError(t, os.Symlink("releases/A", current))
 
-	r := &sapi.Resolver{Every: time.Hour}
-	w := &sapi.Watcher{}
+	r := &pin.Resolver{Every: time.Hour}
+	w := &pin.Watcher{}
 	require.NoError(t, w.Start(r))
 	defer w.Close()
 	var tr inflight.Tracker

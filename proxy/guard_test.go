@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // with returns params with name set to value, replacing every occurrence.
@@ -42,9 +42,11 @@ func TestConfinesScriptParams(t *testing.T) {
 	outside := t.TempDir() + "/evil.php"
 	u := startUpstream(t, ok)
 	p := &Proxy{
-		Pool:     &fcgi.Pool{Address: u.addr},
-		Resolver: &sapi.Resolver{AllowRoots: []string{releases}},
-		Policy:   sapi.Policy{RealpathList: []string{"nginx", "apache"}},
+		Pool: &fcgi.Pool{Address: u.addr},
+		Pinner: pin.Pinner{
+			Resolver: &pin.Resolver{AllowRoots: []string{releases}},
+			Policy:   pin.Policy{RealpathList: []string{"nginx", "apache"}},
+		},
 	}
 	c := dial(t, front(t, p))
 	nginx := nginxParams(current)
@@ -90,8 +92,8 @@ func TestPassthroughDropsHTTPProxy(t *testing.T) {
 	current, _, _ := site(t)
 	for _, keep := range []bool{false, true} {
 		u := startUpstream(t, ok)
-		p := &Proxy{Pool: &fcgi.Pool{Address: u.addr}, Policy: sapi.Policy{RealpathList: []string{}}}
-		p.Rewrite.KeepHTTPProxy = keep
+		p := &Proxy{Pool: &fcgi.Pool{Address: u.addr}, Pinner: pin.Pinner{Policy: pin.Policy{RealpathList: []string{}}}}
+		p.Pinner.Rewrite.KeepHTTPProxy = keep
 		c := dial(t, front(t, p))
 		in := with(nginxParams(current), "HTTP_PROXY", "http://attacker.invalid")
 		require.NoError(t, c.do(t, in, nil).err)

@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // recorder is an Observer that passes on copies of what it is told. The
@@ -75,8 +75,10 @@ func TestObserverSeesEveryRequest(t *testing.T) {
 	rec := newRecorder()
 	var logs syncBuffer
 	p := &Proxy{
-		Pool:     &fcgi.Pool{Address: app.addr},
-		Policy:   sapi.Policy{RealpathList: []string{"*"}},
+		Pool: &fcgi.Pool{Address: app.addr},
+		Pinner: pin.Pinner{
+			Policy: pin.Policy{RealpathList: []string{"*"}},
+		},
 		Observer: rec,
 		Logger:   slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -106,7 +108,7 @@ func TestObserverSeesEveryRequest(t *testing.T) {
 	assert.Contains(t, string(out), "Status: 503")
 	d = rec.next(t)
 	assert.Equal(t, 503, d.Status)
-	assert.ErrorIs(t, d.Err, sapi.ErrUnresolvable)
+	assert.ErrorIs(t, d.Err, pin.ErrUnresolvable)
 	assert.Equal(t, "", d.Release)
 
 	// php-fpm gone.
@@ -157,8 +159,10 @@ func BenchmarkServeFCGI(b *testing.B) {
 	}{{"observer=none", nil}, {"observer=counting", &countingObserver{}}} {
 		b.Run(tc.name, func(b *testing.B) {
 			p := &Proxy{
-				Pool:     &fcgi.Pool{Address: app.addr},
-				Policy:   sapi.Policy{DocrootList: []string{"*"}},
+				Pool: &fcgi.Pool{Address: app.addr},
+				Pinner: pin.Pinner{
+					Policy: pin.Policy{DocrootList: []string{"*"}},
+				},
 				Observer: tc.obs,
 				Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 			}

@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // upstream is an in-process FastCGI application built on fcgi.Server: it
@@ -185,7 +185,7 @@ func ok(w *fcgi.ResponseWriter, r *fcgi.Request) {
 func TestPinsParams(t *testing.T) {
 	current, a, _ := site(t)
 	u := startUpstream(t, ok)
-	p := &Proxy{Pool: &fcgi.Pool{Address: u.addr}, Resolver: &sapi.Resolver{Every: time.Second}}
+	p := &Proxy{Pool: &fcgi.Pool{Address: u.addr}, Pinner: pin.Pinner{Resolver: &pin.Resolver{Every: time.Second}}}
 	c := dial(t, front(t, p))
 	res := c.do(t, nginxParams(current), nil)
 	require.NoError(t, res.err)
@@ -203,8 +203,10 @@ func TestPassthroughFrontEnd(t *testing.T) {
 	current, _, _ := site(t)
 	u := startUpstream(t, ok)
 	p := &Proxy{
-		Pool:   &fcgi.Pool{Address: u.addr},
-		Policy: sapi.Policy{RealpathList: []string{"apache"}},
+		Pool: &fcgi.Pool{Address: u.addr},
+		Pinner: pin.Pinner{
+			Policy: pin.Policy{RealpathList: []string{"apache"}},
+		},
 	}
 	c := dial(t, front(t, p))
 	in := nginxParams(current)
@@ -379,7 +381,7 @@ func TestRefusals(t *testing.T) {
 	dangling := filepath.Join(filepath.Dir(current), "dangling")
 	require.NoError(t, os.Symlink("releases/nope", dangling))
 	u := startUpstream(t, ok)
-	p := &Proxy{Pool: &fcgi.Pool{Address: u.addr}, Resolver: &sapi.Resolver{AllowRoots: []string{filepath.Dir(current)}}}
+	p := &Proxy{Pool: &fcgi.Pool{Address: u.addr}, Pinner: pin.Pinner{Resolver: &pin.Resolver{AllowRoots: []string{filepath.Dir(current)}}}}
 	c := dial(t, front(t, p))
 	for _, tc := range []struct {
 		name   string
@@ -487,8 +489,8 @@ func TestClassify(t *testing.T) {
 		err  error
 		want int
 	}{
-		{sapi.ErrOutsideRoot, 403},
-		{sapi.ErrUnresolvable, 503},
+		{pin.ErrOutsideRoot, 403},
+		{pin.ErrUnresolvable, 503},
 		{fcgi.ErrPoolTimeout, 503},
 		{fcgi.ErrDial, 502},
 		{fcgi.ErrAborted, 499},

@@ -74,7 +74,7 @@ func (d *daemon) startHTTP(c *config, l net.Listener, pool *fcgi.Pool, p *proxy.
 	src := metrics.Sources{
 		Proxy:            p,
 		Pool:             pool,
-		Resolver:         p.Resolver,
+		Resolver:         p.Pinner.Resolver,
 		Version:          version,
 		FrontEnds:        append(append([]string(nil), c.docrootSAPIs...), c.realpathSAPIs...),
 		ReleasesInFlight: rel.inFlight,

@@ -13,8 +13,8 @@ import (
 	"strings"
 
 	"github.com/incpathd/incpathd/pathsafe"
+	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/rewrite"
-	"github.com/incpathd/incpathd/sapi"
 	"github.com/spf13/pflag"
 )
 
@@ -153,7 +153,7 @@ func (c *execConfig) plan(cmd []string, wd string, environ []string) (p execPlan
 	if docroot, err = filepath.Abs(docroot); err != nil {
 		return p, 1, err
 	}
-	r := &sapi.Resolver{
+	r := &pin.Resolver{
 		UseReadlink:    c.useReadlink != "",
 		ReadlinkPrefix: c.useReadlink,
 		AllowRoots:     c.allowRoots,

@@ -18,7 +18,7 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/internal/testenv"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // Every front end, for real, in front of incpathd and a real php-fpm, each
@@ -314,7 +314,7 @@ func testFrontEnd(t *testing.T, fc frontEndCase) {
 	assertPinnedTo(t, site, r, "A")
 	if assert.NotNil(t, r.ServerSoftware) {
 		assert.True(t, strings.HasPrefix(*r.ServerSoftware, fc.product), "SERVER_SOFTWARE %q", *r.ServerSoftware)
-		assert.Equal(t, fc.sapi, sapi.Name([]fcgi.Pair{{Name: "SERVER_SOFTWARE", Value: *r.ServerSoftware}}))
+		assert.Equal(t, fc.sapi, pin.Name([]fcgi.Pair{{Name: "SERVER_SOFTWARE", Value: *r.ServerSoftware}}))
 	}
 
 	// PATH_INFO style URLs, by GET and by POST.

@@ -22,9 +22,9 @@ import (
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/fpmcall"
 	"github.com/incpathd/incpathd/internal/unixsock"
+	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/proxy"
 	"github.com/incpathd/incpathd/rewrite"
-	"github.com/incpathd/incpathd/sapi"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -322,20 +322,23 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer pool.Close()
 	p := &proxy.Proxy{
-		Pool:   pool,
-		Policy: sapi.Policy{DocrootList: c.docrootSAPIs, RealpathList: c.realpathSAPIs},
-		Resolver: &sapi.Resolver{
-			Every:          c.realpathEvery,
-			UseReadlink:    c.useReadlink != "",
-			ReadlinkPrefix: c.useReadlink,
-			AllowRoots:     c.allowRoots,
-		},
-		Rewrite: rewrite.Config{
-			SearchReplacePattern: c.pattern,
-			IncludePath:          c.includePath,
-			PinINI:               c.pinINI,
-			Defaults:             c.defaults,
-			KeepHTTPProxy:        c.keepHTTPProxy,
+		Pool: pool,
+		Pinner: pin.Pinner{
+			Policy: pin.Policy{DocrootList: c.docrootSAPIs, RealpathList: c.realpathSAPIs},
+			Resolver: &pin.Resolver{
+				Every:          c.realpathEvery,
+				UseReadlink:    c.useReadlink != "",
+				ReadlinkPrefix: c.useReadlink,
+				AllowRoots:     c.allowRoots,
+			},
+			Rewrite: rewrite.Config{
+				SearchReplacePattern: c.pattern,
+				IncludePath:          c.includePath,
+				PinINI:               c.pinINI,
+				Defaults:             c.defaults,
+				KeepHTTPProxy:        c.keepHTTPProxy,
+			},
+			Logger: log,
 		},
 		Logger: log,
 	}
@@ -346,7 +349,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 				"err", err)
 		} else {
 			defer caller.Close()
-			p.PoolINI = caller.INI
+			p.Pinner.PoolINI = caller.INI
 		}
 	}
 	// The lifecycle first: it owns every listening socket, the control
@@ -356,14 +359,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	rel, err := startReleases(c, p.Resolver, log, lc)
+	rel, err := startReleases(c, p.Pinner.Resolver, log, lc)
 	if err != nil {
 		lc.close(false)
 		log.Error("cannot serve the control endpoint", "addr", c.control, "err", err)
 		return 1
 	}
 	defer rel.Close()
-	p.Releases = rel.tracker
+	p.Pinner.Releases = rel.tracker
 	srv := &fcgi.Server{
 		Handler:        p,
 		MaxParamsBytes: c.maxParamsBytes,

@@ -1,4 +1,4 @@
-package sapi
+package pin
 
 import (
 	"context"
@@ -296,12 +296,12 @@ func (w *Watcher) watch(docroot string) bool {
 
 // errUnresolvable marks a trace that failed because the docroot does not
 // resolve, as opposed to a failure to watch it.
-var errUnresolvable = errors.New("sapi: docroot does not resolve")
+var errUnresolvable = errors.New("pin: docroot does not resolve")
 
 // errChanging marks a docroot whose resolution changed under every attempt
 // to watch it: a passing state, unlike the failures that make watching
 // impossible, so it is retried (see retryLater) instead of left to Every.
-var errChanging = errors.New("sapi: the path kept changing while it was being watched")
+var errChanging = errors.New("pin: the path kept changing while it was being watched")
 
 // retryLater arranges for the unwatched resolution of e, about to be cached
 // for Resolver.Every, to be forgotten after RetryAfter, unless a resolution
@@ -361,7 +361,7 @@ func (w *Watcher) register(docroot string, e *watchedEntry) (bool, error) {
 			wd, err := w.ino.add(f.dir)
 			if err != nil {
 				w.gcDirs(deps) // drop the watches only this attempt added
-				return false, fmt.Errorf("sapi: watch %s: %w", f.dir, err)
+				return false, fmt.Errorf("pin: watch %s: %w", f.dir, err)
 			}
 			d := w.dirs[wd]
 			if d == nil {
@@ -390,7 +390,7 @@ func (w *Watcher) register(docroot string, e *watchedEntry) (bool, error) {
 		w.unindex(docroot, old, deps)
 		return true, nil
 	}
-	return false, fmt.Errorf("sapi: watch %s: %w", docroot, errChanging)
+	return false, fmt.Errorf("pin: watch %s: %w", docroot, errChanging)
 }
 
 // unregister stops watching docroot, keeping it remembered. w.mu must be
@@ -493,10 +493,10 @@ func (w *Watcher) checkFS(entries []found) error {
 		seen = f.dir
 		typ, err := w.fsType(f.dir)
 		if err != nil {
-			return fmt.Errorf("sapi: statfs %s: %w", f.dir, err)
+			return fmt.Errorf("pin: statfs %s: %w", f.dir, err)
 		}
 		if name, ok := remoteFS[typ]; ok {
-			return fmt.Errorf("sapi: %s is on a network file system (%s); inotify does not see changes made on other hosts", f.dir, name)
+			return fmt.Errorf("pin: %s is on a network file system (%s); inotify does not see changes made on other hosts", f.dir, name)
 		}
 	}
 	return nil
@@ -525,7 +525,7 @@ func (w *Watcher) readLoop(ino notifier) {
 			e.deps = nil
 		}
 		w.warned = false
-		w.fallback("", fmt.Errorf("sapi: reading inotify events: %w", err))
+		w.fallback("", fmt.Errorf("pin: reading inotify events: %w", err))
 	}
 	w.mu.Unlock()
 	ino.close()

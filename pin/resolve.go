@@ -1,4 +1,4 @@
-package sapi
+package pin
 
 import (
 	"errors"
@@ -20,15 +20,15 @@ import (
 var (
 	// ErrUnresolvable: the docroot is missing, a dangling link, a link
 	// loop, not a directory, or not an absolute, NUL-free path.
-	ErrUnresolvable = errors.New("sapi: docroot unresolvable")
+	ErrUnresolvable = errors.New("pin: docroot unresolvable")
 	// ErrOutsideRoot: the docroot resolved to a directory outside
 	// Resolver.AllowRoots.
-	ErrOutsideRoot = errors.New("sapi: docroot outside allowed roots")
+	ErrOutsideRoot = errors.New("pin: docroot outside allowed roots")
 )
 
 // errResolvePanicked is what the requests waiting on a resolution get when
 // the resolution panicked (only a test hook can), instead of waiting forever.
-var errResolvePanicked = errors.New("sapi: resolution panicked")
+var errResolvePanicked = errors.New("pin: resolution panicked")
 
 const (
 	// DefaultMaxEntries is the cache bound when Resolver.MaxEntries is zero.
@@ -408,13 +408,13 @@ func (r *Resolver) resolveFS(docroot string) (string, error) {
 		return "", unresolvable(docroot, fmt.Errorf("%s is not a directory", resolved))
 	}
 	if !r.allowed(resolved) {
-		return "", fmt.Errorf("sapi: resolve %q: resolved to %q: %w", docroot, resolved, ErrOutsideRoot)
+		return "", fmt.Errorf("pin: resolve %q: resolved to %q: %w", docroot, resolved, ErrOutsideRoot)
 	}
 	return resolved, nil
 }
 
 func unresolvable(docroot string, cause error) error {
-	return fmt.Errorf("sapi: resolve %q: %w: %w", docroot, cause, ErrUnresolvable)
+	return fmt.Errorf("pin: resolve %q: %w: %w", docroot, cause, ErrUnresolvable)
 }
 
 // checkPath refuses what the kernel would misread or refuse: a NUL byte

@@ -1,4 +1,4 @@
-package proxy
+package pin
 
 import (
 	"fmt"
@@ -6,7 +6,6 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/rewrite"
-	"github.com/incpathd/incpathd/sapi"
 )
 
 // checkDocroot refuses a DOCUMENT_ROOT with a NUL byte or a ".." component
@@ -53,13 +52,13 @@ func scriptPath(name, v string) string {
 // scriptParams), which need not lie below the docroot. All are compared
 // lexically: Rewrite has refused a ".." component in SCRIPT_FILENAME, and
 // checkScript refuses one in PATH_TRANSLATED.
-func (p *Proxy) checkAllowed(docroot string, params []fcgi.Pair) error {
-	r := p.Resolver
+func (p *Pinner) checkAllowed(docroot string, params []fcgi.Pair) error {
+	r := p.resolver()
 	if len(r.AllowRoots) == 0 {
 		return nil
 	}
 	if !r.Allowed(docroot) {
-		return fmt.Errorf("proxy: DOCUMENT_ROOT %q: %w", docroot, sapi.ErrOutsideRoot)
+		return fmt.Errorf("pin: DOCUMENT_ROOT %q: %w", docroot, ErrOutsideRoot)
 	}
 	for _, name := range scriptParams {
 		v := param(params, name)
@@ -71,7 +70,7 @@ func (p *Proxy) checkAllowed(docroot string, params []fcgi.Pair) error {
 			return err
 		}
 		if !r.Allowed(path) {
-			return fmt.Errorf("proxy: %s %q: %w", name, v, sapi.ErrOutsideRoot)
+			return fmt.Errorf("pin: %s %q: %w", name, v, ErrOutsideRoot)
 		}
 	}
 	return nil
@@ -94,7 +93,7 @@ func checkScript(name, v string) (string, error) {
 // unpinned, with the same hygiene as a pinned request: HTTP_PROXY is dropped
 // unless Rewrite.KeepHTTPProxy, and what php-fpm may run as the script must
 // lie within Resolver.AllowRoots, if there are any (see confine).
-func (p *Proxy) passthrough(dst, in []fcgi.Pair) ([]fcgi.Pair, error) {
+func (p *Pinner) passthrough(dst, in []fcgi.Pair) ([]fcgi.Pair, error) {
 	if err := p.confine(in); err != nil {
 		return dst, err
 	}
@@ -114,8 +113,8 @@ func (p *Proxy) passthrough(dst, in []fcgi.Pair) ([]fcgi.Pair, error) {
 // written: a script path below DOCUMENT_ROOT is checked below the docroot
 // resolved as for a pinned request (cached and watched the same way), which
 // must itself lie within the roots; any other is compared as it is.
-func (p *Proxy) confine(in []fcgi.Pair) error {
-	r := p.Resolver
+func (p *Pinner) confine(in []fcgi.Pair) error {
+	r := p.resolver()
 	if len(r.AllowRoots) == 0 {
 		return nil
 	}
@@ -135,7 +134,7 @@ func (p *Proxy) confine(in []fcgi.Pair) error {
 		}
 		rest, below := strings.CutPrefix(path, docroot)
 		if docroot == "" || !below || rest != "" && rest[0] != '/' {
-			return fmt.Errorf("proxy: %s %q: %w", name, v, sapi.ErrOutsideRoot)
+			return fmt.Errorf("pin: %s %q: %w", name, v, ErrOutsideRoot)
 		}
 		if resolved == "" {
 			if err := checkDocroot(docroot); err != nil {
@@ -146,7 +145,7 @@ func (p *Proxy) confine(in []fcgi.Pair) error {
 			}
 		}
 		if !r.Allowed(resolved + rest) {
-			return fmt.Errorf("proxy: %s %q: %w", name, v, sapi.ErrOutsideRoot)
+			return fmt.Errorf("pin: %s %q: %w", name, v, ErrOutsideRoot)
 		}
 	}
 	return nil
