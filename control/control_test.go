@@ -203,9 +203,9 @@ func TestSourceStatus(t *testing.T) {
 	current := filepath.Join(root, "current")
 	require.NoError(t, os.Symlink("releases/A", current))
 
-	r := &pin.Resolver{Every: time.Hour}
 	w := &pin.Watcher{}
-	require.NoError(t, w.Start(r))
+	r := &pin.Resolver{Every: time.Hour, Watcher: w}
+	require.NoError(t, r.Start())
 	defer w.Close()
 	var tr inflight.Tracker
 	src := &Source{Releases: &tr, Resolver: r, Watcher: w}

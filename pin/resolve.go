@@ -111,16 +111,16 @@ type Resolver struct {
 	// no cache. Zero means DefaultMaxEntries; negative means no bound.
 	MaxEntries int
 
-	// Watch, if not nil, is called before each resolution that Resolve
-	// will cache, to watch the file system entries that the resolution of
-	// docroot goes through (see Watcher). It returns true when they are
-	// watched: from then on any change to them must lead to Forget(docroot)
-	// (or Flush), so the resolution stays cached until then instead of for
-	// Every, and requests in the steady state make no system call at all.
-	// It returns false when docroot cannot be watched; the resolution then
-	// expires after Every. Watch runs before the resolution so that a change
+	// Watcher, if not nil, is asked before each resolution that Resolve
+	// will cache to watch the file system entries that the resolution of
+	// the docroot goes through. When they are watched, any change to them
+	// leads to Forget(docroot) (or Flush), so the resolution stays cached
+	// until then instead of for Every, and requests in the steady state
+	// make no system call at all. A docroot that cannot be watched expires
+	// after Every. The watch is set before the resolution so that a change
 	// made while it runs is either seen by the resolution or reported.
-	Watch func(docroot string) bool
+	// Start starts it; until then nothing is watched.
+	Watcher *Watcher
 
 	// Hooks for tests: each nil field means the real function.
 	Now          func() time.Time                  // time.Now
@@ -166,6 +166,15 @@ type call struct {
 	// predates them, so it must not be cached.
 	forgotten bool
 	watched   bool // Watch took the docroot on
+}
+
+// Start starts the Resolver's Watcher, if it has one, before the first
+// Resolve; see Watcher.start. Close the Watcher when done.
+func (r *Resolver) Start() error {
+	if r.Watcher == nil {
+		return nil
+	}
+	return r.Watcher.start(r)
 }
 
 // Resolve returns the directory that docroot resolves to: its realpath, or
@@ -248,7 +257,7 @@ func (r *Resolver) lead(key string, c *call, start int64) {
 		close(c.done)
 	}()
 	c.err = errResolvePanicked // replaced unless resolve panics
-	watched := r.Watch != nil && r.Watch(key)
+	watched := r.Watcher != nil && r.Watcher.watch(key)
 	c.resolved, c.err = r.resolve(key)
 	c.watched = watched
 }

@@ -34,8 +34,9 @@ import (
 // A Watcher also remembers the docroots it was asked about, so that Links
 // can report where each points now; with Disabled set it only does that.
 //
-// Set the fields, then call Start before the Resolver's first Resolve, and
-// Close when done.
+// Set the fields, give it to the Resolver it serves (Resolver.Watcher),
+// call Resolver.Start before the first Resolve, and Close the Watcher when
+// done.
 type Watcher struct {
 	// Logger receives the fallback warning and read errors. If nil,
 	// slog.Default().
@@ -132,19 +133,18 @@ type dep struct {
 	name string
 }
 
-// Start attaches the Watcher to r (it sets r.Watch) and starts watching.
-// If inotify cannot be had, Start logs it, leaves the Watcher in its
-// fallback (resolutions expire after r.Every) and returns the error; the
-// Watcher still works for Links and still needs Close.
-func (w *Watcher) Start(r *Resolver) error {
-	w.r = r
+// start starts watching for r, the Resolver whose Watcher w is (see
+// Resolver.Start). If inotify cannot be had, start logs it, leaves the
+// Watcher in its fallback (resolutions expire after r.Every) and returns
+// the error; the Watcher still works for Links and still needs Close.
+func (w *Watcher) start(r *Resolver) error {
 	w.mu.Lock()
+	w.r = r
 	if w.docroots == nil {
 		w.docroots = make(map[string]*watchedEntry)
 	}
 	w.dirs = make(map[int32]*watchedDir)
 	w.mu.Unlock()
-	r.Watch = w.watch
 	if w.Disabled {
 		return nil
 	}
@@ -256,10 +256,14 @@ func (w *Watcher) maxDocroots() int {
 	return w.MaxDocroots
 }
 
-// watch is the Resolver's Watch hook.
+// watch watches what the resolution of docroot goes through and reports
+// whether it is watched. Before start, nothing is.
 func (w *Watcher) watch(docroot string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.dirs == nil {
+		return false
+	}
 	e := w.docroots[docroot]
 	if e == nil {
 		if limit := w.maxDocroots(); limit > 0 && len(w.docroots) >= limit {

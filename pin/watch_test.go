@@ -25,7 +25,8 @@ func startWatcher(t *testing.T, r *Resolver, w *Watcher) *Watcher {
 	if w == nil {
 		w = &Watcher{}
 	}
-	require.NoError(t, w.Start(r))
+	r.Watcher = w // before the Resolver's first use, as at construction
+	require.NoError(t, r.Start())
 	t.Cleanup(func() { w.Close() })
 	return w
 }
@@ -319,7 +320,8 @@ func TestWatcherClose(t *testing.T) {
 	clk := newClock()
 	r := &Resolver{Every: time.Second, Now: clk.Now}
 	w := &Watcher{}
-	require.NoError(t, w.Start(r))
+	r.Watcher = w
+	require.NoError(t, r.Start())
 	resolveOK(t, r, s.current)
 	require.NoError(t, w.Close())
 	require.NoError(t, w.Close(), "idempotent")

@@ -58,18 +58,18 @@ type releases struct {
 	done    chan struct{}
 }
 
-// startReleases starts watching r's docroots and, with --control, counting
+// startReleases starts r's Watcher and, with --control, counting
 // requests per release and serving the control endpoint. It must run before
 // r's first Resolve.
 func startReleases(c *config, r *pin.Resolver, log *slog.Logger, lc *lifecycle) (*releases, error) {
-	rs := &releases{watcher: &pin.Watcher{Logger: log, Disabled: !c.watch}}
+	rs := &releases{watcher: r.Watcher}
 	if c.pattern != "" {
 		// Usually the site's docroot link: report its release as in use
 		// before the first request names it.
 		rs.watcher.Remember(c.pattern)
 	}
 	// A failure is logged by the Watcher and leaves it in its fallback.
-	rs.watcher.Start(r)
+	r.Start()
 	if c.control == "" && c.ops.metrics == "" {
 		return rs, nil
 	}

@@ -330,6 +330,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 				UseReadlink:    c.useReadlink != "",
 				ReadlinkPrefix: c.useReadlink,
 				AllowRoots:     c.allowRoots,
+				Watcher:        &pin.Watcher{Logger: log, Disabled: !c.watch},
 			},
 			Rewrite: rewrite.Config{
 				SearchReplacePattern: c.pattern,
