@@ -60,6 +60,13 @@ func (p *Pinner) checkAllowed(docroot string, params []fcgi.Pair) error {
 	if !r.Allowed(docroot) {
 		return fmt.Errorf("pin: DOCUMENT_ROOT %q: %w", docroot, ErrOutsideRoot)
 	}
+	return confineScripts(params, func(path string) (bool, error) { return r.Allowed(path), nil })
+}
+
+// confineScripts checks every param php-fpm may run as the script (see
+// scriptParams) that params hold: its path must be safe (checkScript) and
+// allowed say yes to it, or the request is refused with ErrOutsideRoot.
+func confineScripts(params []fcgi.Pair, allowed func(path string) (bool, error)) error {
 	for _, name := range scriptParams {
 		v := param(params, name)
 		if v == "" {
@@ -69,7 +76,11 @@ func (p *Pinner) checkAllowed(docroot string, params []fcgi.Pair) error {
 		if err != nil {
 			return err
 		}
-		if !r.Allowed(path) {
+		ok, err := allowed(path)
+		if err != nil {
+			return err
+		}
+		if !ok {
 			return fmt.Errorf("pin: %s %q: %w", name, v, ErrOutsideRoot)
 		}
 	}
@@ -120,33 +131,23 @@ func (p *Pinner) confine(in []fcgi.Pair) error {
 	}
 	docroot := strings.TrimRight(param(in, "DOCUMENT_ROOT"), "/")
 	resolved := ""
-	for _, name := range scriptParams {
-		v := param(in, name)
-		if v == "" {
-			continue
-		}
-		path, err := checkScript(name, v)
-		if err != nil {
-			return err
-		}
+	return confineScripts(in, func(path string) (bool, error) {
 		if r.Allowed(path) {
-			continue
+			return true, nil
 		}
 		rest, below := strings.CutPrefix(path, docroot)
 		if docroot == "" || !below || rest != "" && rest[0] != '/' {
-			return fmt.Errorf("pin: %s %q: %w", name, v, ErrOutsideRoot)
+			return false, nil
 		}
 		if resolved == "" {
 			if err := checkDocroot(docroot); err != nil {
-				return err
+				return false, err
 			}
+			var err error
 			if resolved, err = r.Resolve(docroot); err != nil {
-				return err
+				return false, err
 			}
 		}
-		if !r.Allowed(resolved + rest) {
-			return fmt.Errorf("pin: %s %q: %w", name, v, ErrOutsideRoot)
-		}
-	}
-	return nil
+		return r.Allowed(resolved + rest), nil
+	})
 }

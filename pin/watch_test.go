@@ -467,3 +467,18 @@ func TestWatcherRetriesAfterBurstOfFlips(t *testing.T) {
 	assert.Equal(t, s.b, resolveOK(t, r, s.current))
 	assert.Greater(t, w.Forgets(), forgets)
 }
+
+// A Resolver whose Watcher was not started yet resolves as if it had none:
+// its resolutions expire after Every, and nothing panics on the Watcher's
+// empty maps.
+func TestWatcherBeforeStart(t *testing.T) {
+	s := newSite(t)
+	clk := newClock()
+	w := &Watcher{}
+	r := &Resolver{Every: time.Second, Now: clk.Now, Watcher: w}
+	assert.Equal(t, s.a, resolveOK(t, r, s.current))
+	flip(t, s.current, "releases/B")
+	clk.Advance(2 * time.Second)
+	assert.Equal(t, s.b, resolveOK(t, r, s.current), "expired after Every: not watched")
+	assert.Empty(t, w.Links(), "nothing remembered")
+}
