@@ -407,6 +407,8 @@ func TestTrace(t *testing.T) {
 	assert.ErrorIs(t, err, syscall.ELOOP)
 	_, err = r.trace(filepath.Join(file, "x"))
 	assert.ErrorIs(t, err, syscall.ENOTDIR)
+	_, err = r.trace(file)
+	assert.ErrorIs(t, err, syscall.ENOTDIR, "a docroot that is a file")
 	_, err = r.trace(filepath.Join(root, "nope"))
 	assert.ErrorIs(t, err, fs.ErrNotExist)
 	_, err = r.trace("relative/path")
