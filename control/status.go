@@ -69,7 +69,7 @@ func (s *Source) Status() Status {
 	}
 	// The cache first, the counts last: a request counts itself on its
 	// release before it checks that the cache still holds that release
-	// (proxy.pinCounted), so a release that left the cache before this
+	// (pin.Pinner.Pin), so a release that left the cache before this
 	// look has every request still using it counted by the time of the
 	// count.
 	cached := map[string]pin.Entry{}
