@@ -74,19 +74,26 @@ func (p *plan) start(c *Config, in []fcgi.Pair, from, to string) error {
 				ErrPattern, p.rep.pat, from, to)
 		}
 	}
-	p.value = iniPlan{name: "PHP_VALUE", kind: kindValue}
-	p.admin = iniPlan{name: "PHP_ADMIN_VALUE", kind: kindAdminValue}
+	// Field by field: p is zero, and writing whole iniPlans would clear
+	// them a second time.
+	p.value.name, p.value.kind = "PHP_VALUE", kindValue
+	p.admin.name, p.admin.kind = "PHP_ADMIN_VALUE", kindAdminValue
 	return nil
 }
 
 // classify fills kinds with the kind of each param, refuses unsafe paths,
 // and counts the INI params.
 func (p *plan) classify(kinds []uint8) error {
-	for k := range p.first {
-		p.first[k] = -1
+	// Locals, stored back at the end: the loop writes kinds, and through
+	// a pointer the compiler would reload p's fields after each write.
+	in := p.in
+	var first [numKinds]int
+	for k := range first {
+		first[k] = -1
 	}
-	for i := range p.in {
-		name, v := p.in[i].Name, p.in[i].Value
+	var nValue, nAdmin int
+	for i := range in {
+		name, v := in[i].Name, in[i].Value
 		k := kindOf(name)
 		kinds[i] = k
 		switch k {
@@ -105,16 +112,17 @@ func (p *plan) classify(kinds []uint8) error {
 				return fmt.Errorf("%w: NUL byte in %s", ErrINIValue, name)
 			}
 			if k == kindValue {
-				p.nValue++
+				nValue++
 			} else {
-				p.nAdmin++
+				nAdmin++
 			}
 		}
-		if p.first[k] < 0 {
-			p.first[k] = i
+		if first[k] < 0 {
+			first[k] = i
 		}
 	}
-	p.value.n, p.admin.n = p.nValue, p.nAdmin
+	p.first, p.nValue, p.nAdmin = first, nValue, nAdmin
+	p.value.n, p.admin.n = nValue, nAdmin
 	return nil
 }
 
