@@ -1,7 +1,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build test fuzz demo bench vet fmt-check
+.PHONY: all build test fuzz demo demo-deps demo-build bench vet fmt-check compose-test
 
 all: build
 
@@ -36,8 +36,11 @@ fuzz:
 	done
 
 # Figures, not pass/fail (README, Performance): the Go benchmarks in full,
-# then the bench scripts. Not part of test, so not of CI.
+# then the bench scripts, after installing what they start (wrk, haproxy,
+# nginx's stream module, strace) if it is missing. Not part of test, so not
+# of CI.
 bench:
+	./scripts/install-deps.sh bench
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	./bench/null-upstream.sh
 	./bench/e2e.sh
@@ -51,6 +54,26 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 
+# The request that crosses a flip, through nginx alone and through incpathd
+# (README, Try it). The packages the demo needs (nginx-light, php-fpm, curl)
+# install while incpathd compiles: on a fresh machine the first build also
+# compiles the standard library, about a minute of CPU, and the install
+# waits on the network and dpkg, so side by side they take the time of the
+# longer one.
 demo:
-	./scripts/install-deps.sh
-	./scripts/demo.sh
+	@$(MAKE) --no-print-directory -j2 demo-deps demo-build
+	INCPATHD=bin/incpathd ./scripts/demo.sh
+
+demo-deps:
+	./scripts/install-deps.sh demo
+
+# build, with go's download messages kept for a failure.
+demo-build:
+	@echo "$(GO) build -o bin/incpathd ./cmd/incpathd"
+	@out=$$($(GO) build -o bin/incpathd ./cmd/incpathd 2>&1) || { echo "$$out" >&2; exit 1; }
+
+# docker/compose.yaml run for real (a Docker engine, Docker Compose v2 and
+# the images are brought if missing; see the script), then the Kubernetes
+# manifest checked.
+compose-test:
+	./scripts/compose-test.sh

@@ -1,56 +1,85 @@
 #!/usr/bin/env bash
-# Real nginx and php-fpm with a hello-world PHP page, driven by wrk:
-# nginx → php-fpm directly (the usual $realpath_root recipe) against
-# nginx → incpathd → php-fpm, measured alternately in the same run.
+# Real nginx and php-fpm with a hello-world PHP page, driven by wrk, through
+# four paths measured alternately in the same run:
 #
-#   bench/e2e.sh                      # 5 rounds of 10 s, 8 connections
-#   ROUNDS=3 SECONDS_EACH=5 CONNS=1 bench/e2e.sh
-#   INCPATHD_PROCS=2 SOCKETS=unix PIN=1 bench/e2e.sh
+#   direct    nginx → php-fpm (the usual $realpath_root recipe)
+#   haproxy   nginx → haproxy, mode tcp, its defaults → php-fpm
+#   stream    nginx → a second nginx, stream module (proxy_pass) → php-fpm
+#   incpathd  nginx → incpathd, default flags → php-fpm
 #
-# Each round measures both set-ups one after the other (the order alternates
-# between rounds, so a change in the machine's load hits both alike) and
-# prints requests/s, their ratio, the p50 latencies (wrk --latency) and the
-# CPU incpathd used per request. At the end: the median ratio and the median
-# p50 added by incpathd.
+#   bench/e2e.sh                                   # 5 rounds of 10 s, at 8 then 32 connections
+#   ROUNDS=3 SECONDS_EACH=5 CONNS="1 8 64 512" bench/e2e.sh
+#   PATHS="haproxy incpathd" INCPATHD_PROCS=2 SOCKETS=unix PIN=1 bench/e2e.sh
 #
-# Both set-ups keep connections alive on every hop: wrk to nginx, nginx to
-# its upstream (keepalive + fastcgi_keep_conn), incpathd to php-fpm. Each
-# has its own php-fpm pool of WORKERS (default 8) static workers (opcache
-# on), so neither holds the other's workers; incpathd gets --max-conns
-# WORKERS. With CONNS at most WORKERS no request queues for a worker, and the
-# p50s compare the hops, not two queueing disciplines. The direct server
-# pins with $realpath_root as the nginx documentation suggests; the other
-# sends the symlinked $document_root for incpathd to resolve (cached and
-# watched, the default flags) and an include_path to pin. incpathd runs with
-# GOMAXPROCS=INCPATHD_PROCS (default 1, as the README advises) and
-# GODEBUG=INCPATHD_GODEBUG (default none; see the README); FastCGI goes
-# over loopback TCP, or unix sockets with SOCKETS=unix; INCPATHD=path runs
-# that binary instead of building one.
+# haproxy and nginx stream are TCP relays that parse nothing: the floor of
+# what a process in the middle costs. For each number of connections in
+# CONNS, every path gets a fresh set-up and each round measures all of them
+# one after the other, starting one path later each round, so that a change
+# in the machine's load hits them alike. Per path and round: requests/s, the
+# ratio to direct in that round, p50 and p99 (wrk --latency), wrk's errors,
+# and the relay's CPU time per request: user+system time from /proc/PID/stat
+# of the relay and its live children (threads are in the process's figure),
+# before and after the round, over the requests wrk counted, in clock ticks
+# of 10 ms, so about 1% over a 5 s round. Then the medians, and
+# incpathd's figures over each relay's: CPU per request, throughput, added
+# p50, p99.
 #
-# PIN=1 pins wrk to CPU 0 and the servers to the other CPUs (taskset), so
-# the load generator does not compete with what it measures; PIN=0 (the
-# default) lets the scheduler place everything, which on a two-core machine
-# measures better for both set-ups. Everything listens on loopback ports
-# that were free, lives in a temporary directory and is stopped on exit.
+# Every hop keeps its connections alive: wrk to nginx, nginx to its
+# upstream (keepalive + fastcgi_keep_conn), the relays' one connection to
+# php-fpm per nginx connection, incpathd's pool. Each path has its own
+# php-fpm pool (static, opcache on) of WORKERS workers: by default twice
+# the connections, at most 16 (two CPUs gain nothing from more), so at 8
+# connections every request finds a worker and at 32 and up they do not.
+# incpathd gets --max-conns WORKERS. nginx keeps WORKERS idle connections
+# to php-fpm or a relay, CONNS to incpathd, which multiplexes them on its
+# pool: with more connections than workers, php-fpm gives each kept
+# connection a worker until it closes and the rest wait in its backlog,
+# which the p99s of direct and the relays show and incpathd's does not.
+# The direct, haproxy and stream paths pin with $realpath_root; incpathd
+# gets the symlinked $document_root to resolve (cached and watched) and an
+# include_path to pin, as in production.
+#
+# incpathd runs with its default flags and neither GOMAXPROCS nor GODEBUG
+# in its environment; INCPATHD_PROCS sets GOMAXPROCS, INCPATHD_GODEBUG
+# GODEBUG, INCPATHD_FLAGS adds flags, INCPATHD=path runs that binary
+# instead of building one. PATHS picks the paths (direct, if in it, gives
+# the ratios). FastCGI goes over loopback TCP, or unix sockets with
+# SOCKETS=unix. PERF_DATA=FILE records incpathd with perf record -g (into
+# FILE.cN for each N in CONNS).
+#
+# PIN=1 pins wrk to CPU 0 and the servers to the other CPUs (taskset);
+# PIN=0 (the default) lets the scheduler place everything, which on a
+# two-core machine measures better for every path. Everything listens on
+# loopback ports that were free or in a temporary directory and is stopped
+# on exit.
 source "$(dirname "$0")/lib.sh"
 
 rounds=${ROUNDS:-5}
 secs=${SECONDS_EACH:-10}
-conns=${CONNS:-8}
-workers=${WORKERS:-8}
+conns_list=${CONNS:-8 32}
+read -r -a paths <<<"${PATHS:-direct haproxy stream incpathd}"
 pin=${PIN:-0}
 sockets=${SOCKETS:-tcp}
 
-for b in nginx wrk; do
-  if ! command -v "$b" >/dev/null; then
-    echo "$b is missing: apt-get install nginx-light wrk (or run scripts/install-deps.sh)" >&2
-    exit 1
-  fi
+has_path() { [[ " ${paths[*]} " == *" $1 "* ]]; }
+for p in "${paths[@]}"; do
+  case $p in direct | haproxy | stream | incpathd) ;; *) refuse "PATHS: unknown path $p (direct, haproxy, stream, incpathd)" ;; esac
 done
+for c in $conns_list; do
+  [[ $c =~ ^[1-9][0-9]*$ ]] || refuse "CONNS: $c is not a positive number"
+done
+
+need nginx nginx-light
+need wrk wrk
+need curl curl
 fpm_bin=$(compgen -G '/usr/sbin/php-fpm*' | sort | tail -n 1 || true)
-if [ -z "$fpm_bin" ]; then
-  echo "php-fpm is missing: apt-get install php-fpm" >&2
-  exit 1
+[ -n "$fpm_bin" ] || refuse "php-fpm is missing: apt-get install php-fpm"
+if has_path haproxy; then need haproxy haproxy; fi
+stream_module=""
+if has_path stream; then
+  modules=$(nginx -V 2>&1 | tr ' ' '\n' | sed -n 's/^--modules-path=//p')
+  stream_module=${modules:-/usr/lib/nginx/modules}/ngx_stream_module.so
+  [ -f "$stream_module" ] || refuse "nginx's stream module is missing ($stream_module): apt-get install libnginx-mod-stream"
 fi
 
 ncpu=$(nproc)
@@ -65,17 +94,23 @@ incpathd=${INCPATHD:-$tmp/bin/incpathd}
 make_site
 site=$tmp/site
 printf '<?php\necho "Hello, world!\\n";\n' >"$site/releases/A/hello.php"
+cat >"$tmp/php.ini" <<INI
+zend_extension=opcache.so
+opcache.enable=1
+INI
 
 as_root=() user_line="" fpm_user=""
 if [ "$(id -u)" = 0 ]; then as_root=(-R) user_line="user root;" fpm_user="user = root"; fi
 
-# FastCGI addresses: loopback TCP ports, or unix sockets with SOCKETS=unix.
-# fcgi_addr NAME prints one in incpathd's notation; nginx_addr turns it into
-# nginx's, php-fpm takes the part after "unix:" or the host:port.
+incpathd_env
+
+# FastCGI addresses: loopback TCP ports, or unix sockets with SOCKETS=unix,
+# in incpathd's and nginx's notation (unix:/path or host:port); php-fpm and
+# haproxy take the part after "unix:".
 fcgi_addr() {
-  if [ "$sockets" = unix ]; then echo "unix:$tmp/$1.sock"; else echo "127.0.0.1:$(free_port)"; fi
+  if [ "$sockets" = unix ]; then echo "unix:$dir/$1.sock"; else echo "127.0.0.1:$(free_port)"; fi
 }
-fpm_listen() { echo "${1#unix:}"; }
+bare() { echo "${1#unix:}"; }
 # wait_fcgi ADDR waits for a TCP port or a unix socket.
 wait_fcgi() {
   local _
@@ -90,137 +125,241 @@ wait_fcgi() {
   *) wait_port "${1##*:}" ;;
   esac
 }
-fpm_direct=$(fcgi_addr fpm-direct) fpm_proxy=$(fcgi_addr fpm-proxy)
-cat >"$tmp/php.ini" <<INI
-zend_extension=opcache.so
-opcache.enable=1
-INI
-pool() {
-  cat <<CONF
-[$1]
-listen = $(fpm_listen "$2")
-pm = static
-pm.max_children = $workers
-$fpm_user
+
+# setup starts php-fpm, the relays, incpathd and the web server for $conns
+# connections and $workers workers in $dir. It sets web[PATH] (the port
+# wrk uses) and relay[PATH] (the pid whose CPU is counted).
+declare -A web relay fpm_addr
+setup() {
+  local p a root docroot
+  mkdir -p "$dir/nginx" "$dir/stream"
+  for p in "${paths[@]}"; do fpm_addr[$p]=$(fcgi_addr "fpm-$p"); done
+  {
+    printf '[global]\nerror_log = %s\ndaemonize = no\n' "$dir/fpm.log"
+    for p in "${paths[@]}"; do
+      printf '[%s]\nlisten = %s\npm = static\npm.max_children = %s\n%s\n' \
+        "$p" "$(bare "${fpm_addr[$p]}")" "$workers" "$fpm_user"
+    done
+  } >"$dir/fpm.conf"
+  PHP_INI_SCAN_DIR='' start "$dir/fpm.out" "${srv_cpus[@]}" "$fpm_bin" -F "${as_root[@]}" -y "$dir/fpm.conf" -c "$tmp/php.ini"
+  for p in "${paths[@]}"; do wait_fcgi "${fpm_addr[$p]}"; done
+
+  # Where nginx sends each path, and how many idle connections it keeps.
+  declare -A next keep
+  for p in "${paths[@]}"; do next[$p]=${fpm_addr[$p]} keep[$p]=$workers; done
+  if has_path haproxy; then
+    next[haproxy]=$(fcgi_addr haproxy)
+    cat >"$dir/haproxy.cfg" <<CONF
+global
+  maxconn 8192
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+frontend fcgi
+  bind $(bare "${next[haproxy]}")
+  default_backend fpm
+backend fpm
+  server fpm $(bare "${fpm_addr[haproxy]}")
 CONF
-}
-{
-  printf '[global]\nerror_log = %s\ndaemonize = no\n' "$tmp/fpm.log"
-  pool direct "$fpm_direct"
-  pool proxy "$fpm_proxy"
-} >"$tmp/fpm.conf"
-PHP_INI_SCAN_DIR='' start "$tmp/fpm.out" "${srv_cpus[@]}" "$fpm_bin" -F "${as_root[@]}" -y "$tmp/fpm.conf" -c "$tmp/php.ini"
-wait_fcgi "$fpm_direct"
-wait_fcgi "$fpm_proxy"
-
-px=$(fcgi_addr incpathd)
-GODEBUG=${INCPATHD_GODEBUG:-} GOMAXPROCS=${INCPATHD_PROCS:-1} start "$tmp/incpathd.log" "${srv_cpus[@]}" "$incpathd" --listen "$px" \
-  --upstream "$fpm_proxy" --max-conns "$workers" \
-  --include-path ".:$site/current/include:/usr/share/php"
-proxy_pid=$last_pid
-wait_fcgi "$px"
-
-web_direct=$(free_port) web_proxy=$(free_port)
-mkdir -p "$tmp/nginx"
-cat >"$tmp/nginx/nginx.conf" <<CONF
+    start "$dir/haproxy.log" "${srv_cpus[@]}" haproxy -db -f "$dir/haproxy.cfg"
+    relay[haproxy]=$last_pid
+    wait_fcgi "${next[haproxy]}"
+  fi
+  if has_path stream; then
+    next[stream]=$(fcgi_addr stream)
+    cat >"$dir/stream/nginx.conf" <<CONF
+load_module $stream_module;
 $user_line
 worker_processes 1;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $tmp/nginx;
-  fastcgi_temp_path $tmp/nginx;
-  upstream fpm { server $fpm_direct; keepalive $workers; }
-  upstream incpathd { server $px; keepalive $conns; }
-  server {
-    listen 127.0.0.1:$web_direct;
-    root $site/current;
-    location ~ \.php\$ {
-      include /etc/nginx/fastcgi_params;
-      fastcgi_param SCRIPT_FILENAME \$realpath_root\$fastcgi_script_name;
-      fastcgi_param DOCUMENT_ROOT \$realpath_root;
-      fastcgi_keep_conn on;
-      fastcgi_pass fpm;
-    }
-  }
-  server {
-    listen 127.0.0.1:$web_proxy;
-    root $site/current;
-    location ~ \.php\$ {
-      include /etc/nginx/fastcgi_params;
-      fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
-      fastcgi_keep_conn on;
-      fastcgi_pass incpathd;
-    }
-  }
+pid $dir/stream/nginx.pid;
+error_log $dir/stream/error.log;
+events { worker_connections 8192; }
+stream {
+  server { listen ${next[stream]}; proxy_pass ${fpm_addr[stream]}; }
 }
 CONF
-start "$tmp/nginx/stderr" "${srv_cpus[@]}" nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -g 'daemon off;'
-wait_port "$web_direct"
-wait_port "$web_proxy"
-
-for port in "$web_direct" "$web_proxy"; do
-  body=$(curl -fsS "http://127.0.0.1:$port/hello.php") || fail "no answer on port $port"
-  [ "$body" = "Hello, world!" ] || fail "unexpected answer on port $port: $body"
-done
-
-# run PORT measures one set-up with wrk and sets rate and p50 (µs).
-run() {
-  "${wrk_cpus[@]}" wrk -t1 -c "$conns" -d "${secs}s" --latency "http://127.0.0.1:$1/hello.php" >"$tmp/wrk.out"
-  if grep -q 'Non-2xx\|Socket errors' "$tmp/wrk.out"; then
-    cat "$tmp/wrk.out" >&2
-    fail "wrk saw errors on port $1"
+    start "$dir/stream/stderr" "${srv_cpus[@]}" nginx -p "$dir/stream" -c "$dir/stream/nginx.conf" -g 'daemon off;'
+    relay[stream]=$last_pid
+    wait_fcgi "${next[stream]}"
   fi
-  read -r rate p50 < <(awk '
+  if has_path incpathd; then
+    next[incpathd]=$(fcgi_addr incpathd) keep[incpathd]=$conns
+    start "$dir/incpathd.log" "${srv_cpus[@]}" "${inc_env[@]}" "$incpathd" --listen "${next[incpathd]}" \
+      --upstream "${fpm_addr[incpathd]}" --max-conns "$workers" \
+      --include-path ".:$site/current/include:/usr/share/php" "${inc_flags[@]}"
+    relay[incpathd]=$last_pid
+    wait_fcgi "${next[incpathd]}"
+  fi
+
+  {
+    cat <<CONF
+$user_line
+worker_processes 1;
+pid $dir/nginx/nginx.pid;
+error_log $dir/nginx/error.log;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $dir/nginx;
+  fastcgi_temp_path $dir/nginx;
+CONF
+    for p in "${paths[@]}"; do
+      web[$p]=$(free_port)
+      # incpathd resolves the symlinked docroot itself; the others need
+      # nginx's $realpath_root.
+      root='$realpath_root' docroot="fastcgi_param DOCUMENT_ROOT \$realpath_root;"
+      [ "$p" != incpathd ] || root='$document_root' docroot=""
+      cat <<CONF
+  upstream $p { server ${next[$p]}; keepalive ${keep[$p]}; }
+  server {
+    listen 127.0.0.1:${web[$p]};
+    root $site/current;
+    location ~ \.php\$ {
+      include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME $root\$fastcgi_script_name;
+      $docroot
+      fastcgi_keep_conn on;
+      fastcgi_pass $p;
+    }
+  }
+CONF
+    done
+    echo "}"
+  } >"$dir/nginx/nginx.conf"
+  start "$dir/nginx/stderr" "${srv_cpus[@]}" nginx -p "$dir/nginx" -c "$dir/nginx/nginx.conf" -g 'daemon off;'
+  for p in "${paths[@]}"; do
+    wait_port "${web[$p]}"
+    a=$(curl -fsS "http://127.0.0.1:${web[$p]}/hello.php") || fail "$p: no answer on port ${web[$p]}"
+    [ "$a" = "Hello, world!" ] || fail "$p: unexpected answer on port ${web[$p]}: $a"
+  done
+}
+
+# run PATH measures one path with wrk and sets n (requests), rate, p50 and
+# p99 (µs), errs (non-2xx answers and socket errors) and cpu (the relay's
+# µs of CPU per request, "-" for direct).
+run() {
+  local t0=0 t1=0
+  [ -z "${relay[$1]:-}" ] || t0=$(cpu_ticks_tree "${relay[$1]}")
+  "${wrk_cpus[@]}" wrk -t1 -c "$conns" -d "${secs}s" --timeout 10s --latency \
+    "http://127.0.0.1:${web[$1]}/hello.php" >"$dir/wrk.out"
+  [ -z "${relay[$1]:-}" ] || t1=$(cpu_ticks_tree "${relay[$1]}")
+  read -r n rate p50 p99 errs < <(awk '
     function us(v) {
       if (v ~ /us$/) return v + 0
       if (v ~ /ms$/) return v * 1000
       if (v ~ /s$/) return v * 1000000
       return v
     }
+    / requests in / {n = $1}
     /Requests\/sec:/ {rate = $2}
     $1 == "50%" {p50 = us($2)}
-    END {printf "%.0f %.0f\n", rate, p50}' "$tmp/wrk.out")
+    $1 == "99%" {p99 = us($2)}
+    /Non-2xx/ {errs += $NF}
+    /Socket errors:/ {gsub(",", ""); errs += $4 + $6 + $8 + $10}
+    END {printf "%d %.0f %.0f %.0f %d\n", n, rate, p50, p99, errs}' "$dir/wrk.out")
+  [ "$n" -gt 0 ] || fail "$1: wrk served no request ($(cat "$dir/wrk.out"))"
+  cpu=-
+  [ -z "${relay[$1]:-}" ] || cpu=$(awk -v t=$((t1 - t0)) -v n="$n" 'BEGIN {printf "%.1f", t * 10000 / n}')
 }
 
-# With PERF_DATA=FILE, the incpathd runs are recorded with perf record -g
-# into FILE (the rounds then take a bit longer).
-perf_pid=""
-if [ -n "${PERF_DATA:-}" ]; then
-  perf record -F 2000 -g -p "$proxy_pid" -o "$PERF_DATA" >"$tmp/perf.log" 2>&1 &
-  perf_pid=$!
-  pids+=("$perf_pid")
-fi
+# lat US prints a latency in µs, ms or s.
+lat() {
+  awk -v u="$1" 'BEGIN {
+    if (u < 1000) printf "%dµs", u; else if (u < 1000000) printf "%.2fms", u / 1000; else printf "%.2fs", u / 1000000 }'
+}
+# added US prints a latency difference with its sign.
+added() { awk -v u="$1" 'BEGIN {exit u < 0}' && echo "+$(lat "$1")" || echo "-$(lat "${1#-}")"; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN {printf (b > 0 ? "%.2f" : "-"), a / b}'; }
 
-# Warm both up: workers forked, opcache filled, connections kept.
-wrk -t1 -c "$conns" -d 2s "http://127.0.0.1:$web_direct/hello.php" >/dev/null
-wrk -t1 -c "$conns" -d 2s "http://127.0.0.1:$web_proxy/hello.php" >/dev/null
-
-echo "e2e: nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(basename "$fpm_bin"), wrk -t1 -c$conns, $rounds rounds of ${secs}s, $workers php-fpm workers per pool, FastCGI over $sockets, incpathd GOMAXPROCS=${INCPATHD_PROCS:-1}${INCPATHD_GODEBUG:+ GODEBUG=$INCPATHD_GODEBUG}, pin=$pin, $ncpu CPUs"
-echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share this machine)"
-printf '%-6s %10s %11s %7s %11s %11s %9s %11s\n' round direct/s incpathd/s ratio p50-direct p50-incp added 'cpu µs/req'
-ratios=() added=() p50d=() p50p=() cpus=()
-for r in $(seq "$rounds"); do
-  if ((r % 2)); then
-    run "$web_direct" && dr=$rate dp=$p50
-    t0=$(cpu_ticks "$proxy_pid")
-    run "$web_proxy" && pr=$rate pp=$p50
-    t1=$(cpu_ticks "$proxy_pid")
-  else
-    t0=$(cpu_ticks "$proxy_pid")
-    run "$web_proxy" && pr=$rate pp=$p50
-    t1=$(cpu_ticks "$proxy_pid")
-    run "$web_direct" && dr=$rate dp=$p50
+# measure runs the rounds at $conns connections and prints them, the medians
+# and the comparisons; the medians also go to $tmp/summary.
+measure() {
+  local r i p np=${#paths[@]}
+  declare -A rates ratios p50s p99s addeds errss cpus rate_of p50_of
+  printf '%-6s %-9s %9s %6s %9s %9s %11s %7s\n' round path req/s ratio p50 p99 'cpu µs/req' errors
+  for r in $(seq "$rounds"); do
+    for i in $(seq 0 $((np - 1))); do
+      p=${paths[$(((i + r - 1) % np))]}
+      run "$p"
+      rate_of[$p]=$rate p50_of[$p]=$p50
+      rates[$p]+=" $rate" p50s[$p]+=" $p50" p99s[$p]+=" $p99" errss[$p]+=" $errs"
+      [ "$cpu" = - ] || cpus[$p]+=" $cpu"
+      printf '%-6s %-9s %9s %6s %9s %9s %11s %7s\n' "$r" "$p" "$rate" "" "$(lat "$p50")" "$(lat "$p99")" "$cpu" "$errs"
+    done
+    if has_path direct; then
+      for p in "${paths[@]}"; do
+        ratios[$p]+=" $(div "${rate_of[$p]}" "${rate_of[direct]}")"
+        addeds[$p]+=" $((p50_of[$p] - p50_of[direct]))"
+      done
+    fi
+  done
+  echo "median over $rounds rounds at $conns connections:"
+  printf '  %-9s %9s %6s %9s %9s %9s %11s %7s\n' path req/s ratio p50 added p99 'cpu µs/req' errors
+  declare -A med_cpu med_rate med_ratio med_added med_p99
+  for p in "${paths[@]}"; do
+    # shellcheck disable=SC2086 # the lists split into median's arguments
+    {
+      med_rate[$p]=$(printf '%.0f' "$(median ${rates[$p]})") med_p99[$p]=$(median ${p99s[$p]})
+      med_ratio[$p]=- med_added[$p]=- med_cpu[$p]=-
+      [ -z "${ratios[$p]:-}" ] || med_ratio[$p]=$(median ${ratios[$p]}) med_added[$p]=$(median ${addeds[$p]})
+      [ -z "${cpus[$p]:-}" ] || med_cpu[$p]=$(median ${cpus[$p]})
+      local p50 errs
+      p50=$(median ${p50s[$p]}) errs=$(printf '%s\n' ${errss[$p]} | awk '{s += $1} END {print s}')
+    }
+    local added=-
+    [ "${med_added[$p]}" = - ] || [ "$p" = direct ] || added=$(added "${med_added[$p]}")
+    printf '  %-9s %9s %6s %9s %9s %9s %11s %7s\n' "$p" "${med_rate[$p]}" "${med_ratio[$p]}" "$(lat "$p50")" \
+      "$added" "$(lat "${med_p99[$p]}")" "${med_cpu[$p]}" "$errs"
+    printf '%s %s %s %s %s %s %s %s %s\n' "$conns" "$workers" "$p" "${med_rate[$p]}" "${med_ratio[$p]}" \
+      "$p50" "${med_p99[$p]}" "${med_cpu[$p]}" "$errs" >>"$tmp/summary"
+  done
+  if has_path incpathd; then
+    for p in haproxy stream; do
+      has_path "$p" || continue
+      printf '  incpathd/%s: CPU per request %s, throughput %s, p99 %s' "$p" \
+        "$(div "${med_cpu[incpathd]}" "${med_cpu[$p]}")" "$(div "${med_rate[incpathd]}" "${med_rate[$p]}")" \
+        "$(div "${med_p99[incpathd]}" "${med_p99[$p]}")"
+      [ "${med_added[$p]}" = - ] || printf ', added p50 %s against %s' "$(added "${med_added[incpathd]}")" "$(added "${med_added[$p]}")"
+      echo
+    done
   fi
-  ratio=$(awk -v a="$pr" -v b="$dr" 'BEGIN {printf "%.3f", a / b}')
-  cpu=$(awk -v t=$((t1 - t0)) -v n="$pr" -v s="$secs" 'BEGIN {printf "%.1f", t * 10000 / (n * s)}')
-  printf '%-6s %10s %11s %7s %9sµs %9sµs %7sµs %11s\n' "$r" "$dr" "$pr" "$ratio" "$dp" "$pp" $((pp - dp)) "$cpu"
-  ratios+=("$ratio") added+=($((pp - dp))) p50d+=("$dp") p50p+=("$pp") cpus+=("$cpu")
+}
+
+echo "e2e: nginx $(nginx -v 2>&1 | sed 's|.*/||'), $(basename "$fpm_bin")$(has_path haproxy && haproxy -v | awk 'NR == 1 {print ", haproxy " $3}'), wrk -t1, $rounds rounds of ${secs}s, FastCGI over $sockets, incpathd $inc_desc, pin=$pin, $ncpu CPUs"
+for conns in $conns_list; do
+  workers=${WORKERS:-$((2 * conns < 16 ? 2 * conns : 16))}
+  dir=$tmp/c$conns
+  setup
+  # Warm every path up: workers forked, opcache filled, connections kept.
+  for p in "${paths[@]}"; do
+    wrk -t1 -c "$conns" -d 2s "http://127.0.0.1:${web[$p]}/hello.php" >/dev/null
+  done
+  perf_pid=""
+  if [ -n "${PERF_DATA:-}" ] && has_path incpathd; then
+    perf_out=$PERF_DATA
+    [ "$(wc -w <<<"$conns_list")" = 1 ] || perf_out=$PERF_DATA.c$conns
+    perf record -F 2000 -g -p "${relay[incpathd]}" -o "$perf_out" >"$dir/perf.log" 2>&1 &
+    perf_pid=$!
+    pids+=("$perf_pid")
+  fi
+  echo
+  echo "== $conns connections: $workers php-fpm workers per path, incpathd --max-conns $workers; load $(cut -d' ' -f1-3 /proc/loadavg) (other processes share this machine)"
+  measure
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+  fi
+  stop_started
+  web=() relay=() fpm_addr=()
 done
-if [ -n "$perf_pid" ]; then
-  kill -INT "$perf_pid"
-  wait "$perf_pid" || true
+
+if [ "$(wc -w <<<"$conns_list")" -gt 1 ]; then
+  echo
+  echo "summary (medians):"
+  printf '%6s %8s %-9s %9s %6s %9s %9s %11s %7s\n' conns workers path req/s ratio p50 p99 'cpu µs/req' errors
+  while read -r c w p rate ratio p50 p99 cpu errs; do
+    printf '%6s %8s %-9s %9s %6s %9s %9s %11s %7s\n' "$c" "$w" "$p" "$rate" "$ratio" "$(lat "$p50")" "$(lat "$p99")" "$cpu" "$errs"
+  done <"$tmp/summary"
 fi
-echo "median: throughput $(median "${ratios[@]}") of direct (target ≥ 0.90); p50 $(median "${p50d[@]}")µs direct, $(median "${p50p[@]}")µs through incpathd, added $(median "${added[@]}")µs (target ≤ 50µs); incpathd $(median "${cpus[@]}") µs CPU per request"

@@ -23,6 +23,12 @@ fail() {
   keep_tmp=1
   exit 1
 }
+
+# refuse MESSAGE stops before anything ran: bad input, a missing program.
+refuse() {
+  echo "$*" >&2
+  exit 1
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -56,14 +62,49 @@ wait_port() {
   fail "nothing listens on port $1"
 }
 
+# stop_started stops every process started with `start` so far, and waits
+# for them: the next set-up starts from nothing.
+stop_started() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+
+# need COMMAND PACKAGE fails, saying what to install, unless COMMAND is on
+# the PATH.
+need() {
+  command -v "$1" >/dev/null || refuse "$1 is missing: apt-get install $2"
+}
+
 # cpu_ticks PID prints the user+system CPU time the process used so far, in
-# clock ticks (1/100 s on Linux).
+# clock ticks (1/100 s on Linux). The process's stat counts all its threads.
 cpu_ticks() {
   local stat
   stat=$(<"/proc/$1/stat")
   stat=${stat##*) }
   # Fields after the command: state is field 3, utime 14, stime 15.
   awk '{print $12 + $13}' <<<"$stat"
+}
+
+# descendants PID prints PID and the pids of all its live descendants.
+descendants() {
+  local c
+  echo "$1"
+  for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do descendants "$c"; done
+}
+
+# cpu_ticks_tree PID prints the CPU time, in clock ticks, of PID and every
+# live descendant: a relay that forks workers (nginx, haproxy in
+# master-worker mode) counts them all. A child that exits during a round
+# takes its time with it, so the set-ups keep their processes for the run.
+cpu_ticks_tree() {
+  local p t=0 n
+  for p in $(descendants "$1"); do
+    n=$(cpu_ticks "$p" 2>/dev/null) || continue
+    t=$((t + n))
+  done
+  echo "$t"
 }
 
 # hwm_kib PID prints the process's peak resident set size in KiB (VmHWM).
@@ -86,4 +127,22 @@ build() {
 make_site() {
   mkdir -p "$tmp/site/releases/A"
   ln -s releases/A "$tmp/site/current"
+}
+
+# incpathd_env sets inc_env, the command prefix that gives incpathd its
+# environment, inc_flags, flags to add, and inc_desc, their description.
+# incpathd gets its defaults, whatever the caller's shell has, unless a knob
+# says otherwise: INCPATHD_PROCS sets GOMAXPROCS, INCPATHD_GODEBUG GODEBUG,
+# INCPATHD_FLAGS adds flags. The knobs' own variables would read as
+# INCPATHD_* flags, so they go too.
+incpathd_env() {
+  inc_env=(env -u GOMAXPROCS -u GODEBUG -u INCPATHD_PROCS -u INCPATHD_GODEBUG -u INCPATHD_FLAGS)
+  inc_desc="default flags, GOMAXPROCS and GODEBUG unset"
+  if [ -n "${INCPATHD_PROCS:-}" ] || [ -n "${INCPATHD_GODEBUG:-}" ] || [ -n "${INCPATHD_FLAGS:-}" ]; then
+    inc_desc="${INCPATHD_PROCS:+GOMAXPROCS=$INCPATHD_PROCS }${INCPATHD_GODEBUG:+GODEBUG=$INCPATHD_GODEBUG }${INCPATHD_FLAGS:-}"
+    inc_desc=${inc_desc% }
+  fi
+  [ -z "${INCPATHD_PROCS:-}" ] || inc_env+=("GOMAXPROCS=$INCPATHD_PROCS")
+  [ -z "${INCPATHD_GODEBUG:-}" ] || inc_env+=("GODEBUG=$INCPATHD_GODEBUG")
+  read -r -a inc_flags <<<"${INCPATHD_FLAGS:-}"
 }

@@ -37,7 +37,7 @@ once() {
 }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f MiB", k / 1024}'; }
 
-echo "memory: $(mib $((size / 1024))) each way through incpathd (GOMAXPROCS=$(nproc)), peak RSS (VmHWM) of incpathd"
+echo "memory: $(mib $((size / 1024))) each way through incpathd (default flags), peak RSS (VmHWM) of incpathd"
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share this machine)"
 "$tmp/bin/fcgiload" --addr "127.0.0.1:$px" -c 1 -n 10 -d 0 --warmup 0 --docroot "$tmp/site/current" >/dev/null
 start_kib=$(hwm_kib "$proxy_pid")

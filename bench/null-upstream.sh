@@ -7,8 +7,9 @@
 #
 # Each round runs fcgiload → nullfpm (direct) and fcgiload → incpathd →
 # nullfpm, one after the other, and prints both rates, their ratio and the
-# CPU incpathd used per request. incpathd runs with GOMAXPROCS=1, so its rate
-# is what one core gives. With PIN=1 (the default) incpathd is pinned to the
+# CPU incpathd used per request. incpathd runs with its default flags and
+# neither GOMAXPROCS nor GODEBUG in its environment, so one thread runs its
+# Go code and its rate is what one core gives. With PIN=1 (the default) incpathd is pinned to the
 # last CPU and fcgiload and nullfpm to the others (taskset), so that the
 # load does not steal incpathd's core; the direct run gets those other CPUs
 # only, too. Every connection is kept alive on both sides; 32 of them are
@@ -16,7 +17,8 @@
 # figures are those of pinning every request: nginx's params, DOCUMENT_ROOT a
 # symlink resolved through the cache (default flags), an include_path
 # pinned in PHP_VALUE. INCPATHD=path runs that binary instead of building
-# one (to compare two builds); INCPATHD_GODEBUG sets incpathd's GODEBUG.
+# one (to compare two builds); INCPATHD_PROCS sets incpathd's GOMAXPROCS,
+# INCPATHD_GODEBUG its GODEBUG, INCPATHD_FLAGS adds flags.
 source "$(dirname "$0")/lib.sh"
 
 rounds=${ROUNDS:-5}
@@ -38,9 +40,10 @@ up=$(free_port)
 start "$tmp/nullfpm.log" "${load_cpus[@]}" "$tmp/bin/nullfpm" --listen "127.0.0.1:$up"
 wait_port "$up"
 px=$(free_port)
-GODEBUG=${INCPATHD_GODEBUG:-} GOMAXPROCS=1 start "$tmp/incpathd.log" "${proxy_cpus[@]}" "$incpathd" \
+incpathd_env
+start "$tmp/incpathd.log" "${proxy_cpus[@]}" "${inc_env[@]}" "$incpathd" \
   --listen "127.0.0.1:$px" --upstream "127.0.0.1:$up" --max-conns "$conns" \
-  --include-path ".:$tmp/site/current/include:/usr/share/php"
+  --include-path ".:$tmp/site/current/include:/usr/share/php" "${inc_flags[@]}"
 proxy_pid=$last_pid
 wait_port "$px"
 
@@ -49,7 +52,7 @@ load() {
     --docroot "$tmp/site/current"
 }
 
-echo "null upstream: $rounds rounds of ${secs}s, $conns kept connections, incpathd GOMAXPROCS=1${INCPATHD_GODEBUG:+ GODEBUG=$INCPATHD_GODEBUG}, pin=$pin, $ncpu CPUs"
+echo "null upstream: $rounds rounds of ${secs}s, $conns kept connections, incpathd $inc_desc, pin=$pin, $ncpu CPUs"
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (other processes share this machine)"
 printf '%-6s %12s %12s %7s %12s %10s %10s\n' round direct/s incpathd/s ratio 'cpu µs/req' p50-direct p50-incp
 ratios=() rates=() cpus=()
@@ -66,4 +69,4 @@ for r in $(seq "$rounds"); do
   printf '%-6s %12s %12s %7s %12s %9sµs %9sµs\n' "$r" "$dr" "$pr" "$ratio" "$cpu" "$(field p50_us "$d")" "$(field p50_us "$p")"
   ratios+=("$ratio") rates+=("$pr") cpus+=("$cpu")
 done
-echo "median: incpathd $(median "${rates[@]}") req/s on one core, $(median "${ratios[@]}") of direct, $(median "${cpus[@]}") µs CPU per request (target ≥ 50000 req/s)"
+echo "median: incpathd $(median "${rates[@]}") req/s, $(median "${ratios[@]}") of direct, $(median "${cpus[@]}") µs CPU per request (target ≥ 50000 req/s)"

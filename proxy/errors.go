@@ -42,7 +42,7 @@ func classify(err error) (status int, reason string) {
 		return 503, "application server busy"
 	case errors.Is(err, fcgi.ErrDial):
 		return 502, "application server unavailable"
-	case errors.Is(err, fcgi.ErrAborted), errors.Is(err, fcgi.ErrClientGone):
+	case errors.Is(err, fcgi.ErrAborted), errors.Is(err, fcgi.ErrClientGone), errors.Is(err, fcgi.ErrSink):
 		return 499, "client closed request"
 	default:
 		return 502, "bad answer from the application server"
@@ -66,7 +66,7 @@ func (p *Proxy) fail(w *fcgi.ResponseWriter, r *fcgi.Request, err error) int {
 		"err", err,
 	}
 	switch {
-	case errors.Is(err, errBodyUnread):
+	case errors.Is(err, fcgi.ErrBodyUnread):
 		log.Debug("application answered before reading the whole body", attrs...)
 		return 0
 	case status == 499:

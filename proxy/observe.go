@@ -52,7 +52,6 @@ type exchange struct {
 	frontEnd string
 	release  string
 	status   int  // 0 until the application's first STDOUT bytes
-	sawOut   bool // the first STDOUT record has been looked at
 	observed bool // someone wants to hear about this request
 }
 
@@ -62,15 +61,6 @@ func (p *Proxy) begin(x *exchange) {
 	x.observed = p.Observer != nil || p.logger().Enabled(context.Background(), slog.LevelDebug)
 	if x.observed {
 		x.start = time.Now()
-	}
-}
-
-// stdout notes the status from the first bytes of the application's
-// answer.
-func (x *exchange) stdout(content []byte) {
-	if !x.sawOut {
-		x.sawOut = true
-		x.status = responseStatus(content)
 	}
 }
 

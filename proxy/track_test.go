@@ -10,6 +10,7 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/inflight"
+	"github.com/incpathd/incpathd/internal/fcgitest"
 	"github.com/incpathd/incpathd/pin"
 )
 
@@ -20,7 +21,7 @@ func TestServeCountsInFlight(t *testing.T) {
 	entered := make(chan struct{})
 	release := make(chan struct{})
 	var fail atomic.Bool
-	u := startUpstream(t, func(w *fcgi.ResponseWriter, r *fcgi.Request) {
+	u := fcgitest.StartHandler(t, func(w *fcgi.ResponseWriter, r *fcgi.Request) {
 		if fail.Load() {
 			w.Abandon() // the connection drops before any answer
 			return
@@ -30,7 +31,7 @@ func TestServeCountsInFlight(t *testing.T) {
 		ok(w, r)
 	})
 	p := &Proxy{
-		Pool: &fcgi.Pool{Address: u.addr, MaxConns: 2},
+		Pool: &fcgi.Pool{Address: u.Addr, MaxConns: 2},
 		Pinner: pin.Pinner{
 			Resolver: &pin.Resolver{Every: time.Hour},
 			Releases: &inflight.Tracker{},
@@ -38,23 +39,23 @@ func TestServeCountsInFlight(t *testing.T) {
 	}
 	addr := front(t, p)
 
-	c := dial(t, addr)
-	c.send(t, nginxParams(current), nil, true)
+	c := fcgitest.Dial(t, addr)
+	require.NoError(t, c.Send(nginxParams(current), nil, true))
 	<-entered
 	assert.Equal(t, []inflight.Release{{Path: a, InFlight: 1}}, p.Pinner.Releases.Snapshot())
 	close(release)
-	res := c.read()
-	require.NoError(t, res.err)
-	assert.Contains(t, string(res.stdout), "hello")
+	res := c.Read()
+	require.NoError(t, res.Err)
+	assert.Contains(t, string(res.Stdout), "hello")
 	// Done just after END_REQUEST went out: the web server may see the
 	// answer a moment before the count drops, never after.
 	assert.Eventually(t, func() bool { return len(p.Pinner.Releases.Snapshot()) == 0 }, 5*time.Second, time.Millisecond)
 
 	// A failed request is done too.
 	fail.Store(true)
-	res = c.do(t, nginxParams(current), nil)
-	require.NoError(t, res.err)
-	assert.Contains(t, string(res.stdout), "Status: 502")
+	res = c.Do(nginxParams(current), nil)
+	require.NoError(t, res.Err)
+	assert.Contains(t, string(res.Stdout), "Status: 502")
 	assert.Eventually(t, func() bool { return len(p.Pinner.Releases.Snapshot()) == 0 }, 5*time.Second, time.Millisecond)
 	assert.Equal(t, uint64(2), p.Stats().Pinned.Load(), "each request counted once as pinned")
 }

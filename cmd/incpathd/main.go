@@ -58,6 +58,7 @@ type config struct {
 	keepHTTPProxy, showVersion       bool
 	releasesConfig
 	ops opsConfig
+	rt  runtimeConfig
 
 	flags *pflag.FlagSet    // for --print-config
 	from  map[string]string // flag name -> fromEnv or fromFlag
@@ -99,6 +100,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	addReleasesFlags(fs, &c.releasesConfig)
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	addOpsFlags(fs, &c.ops)
+	addRuntimeFlags(fs, &c.rt)
 	return fs
 }
 
@@ -180,6 +182,9 @@ func (c *config) validate() error {
 		return fmt.Errorf("--pool-probe-dir: %q is not an absolute path", c.poolProbeDir)
 	}
 	if err := c.releasesConfig.validate(); err != nil {
+		return err
+	}
+	if err := c.rt.validate(); err != nil {
 		return err
 	}
 	return c.ops.validate()
@@ -312,6 +317,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return 0
 	}
 	log := newLogger(c, stderr)
+	tuneRuntime(c.rt, c.from["gomaxprocs"] != "", log)
 
 	pool := &fcgi.Pool{
 		Address:     c.upstream,

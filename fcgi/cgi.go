@@ -1,14 +1,14 @@
-package proxy
+package fcgi
 
 import "bytes"
 
-// responseStatus reads the HTTP status of a CGI response (RFC 3875, 6.3)
+// ResponseStatus reads the HTTP status of a CGI response (RFC 3875, 6.3)
 // from the start of its STDOUT, the way nginx does: the code of a Status
 // header; else 302 if there is a Location header; else 200. It looks only
 // at the complete header lines within b, the application's first STDOUT
 // record: php-fpm sends its headers together at the start of the first
 // one. It does not allocate.
-func responseStatus(b []byte) int {
+func ResponseStatus(b []byte) int {
 	location := false
 	for {
 		i := bytes.IndexByte(b, '\n')
@@ -77,4 +77,14 @@ func statusCode(v []byte) (int, bool) {
 		return 0, false
 	}
 	return code, true
+}
+
+// CutHeaders splits a whole CGI response into its header block and its
+// body, at the first blank line (CRLF or bare LF line ends, as PHP may send
+// either). ok is false when no blank line ends the headers.
+func CutHeaders(b []byte) (head, body []byte, ok bool) {
+	if head, body, ok = bytes.Cut(b, []byte("\r\n\r\n")); ok {
+		return head, body, true
+	}
+	return bytes.Cut(b, []byte("\n\n"))
 }

@@ -1,4 +1,4 @@
-package proxy
+package fcgi
 
 import (
 	"testing"
@@ -29,13 +29,13 @@ func TestResponseStatus(t *testing.T) {
 		{"Statuses: 500\r\n\r\n", 200},              // another header
 		{"Status: 500\r\nStatus: 404\r\n\r\n", 500}, // the first wins, as in nginx
 	} {
-		assert.Equal(t, tc.want, responseStatus([]byte(tc.in)), "%q", tc.in)
+		assert.Equal(t, tc.want, ResponseStatus([]byte(tc.in)), "%q", tc.in)
 	}
 }
 
 func TestResponseStatusAllocates(t *testing.T) {
 	b := []byte("X-Powered-By: PHP/8.2.36\r\nContent-type: text/html; charset=UTF-8\r\nStatus: 404 Not Found\r\n\r\n<html>")
-	allocs := testing.AllocsPerRun(100, func() { responseStatus(b) })
+	allocs := testing.AllocsPerRun(100, func() { ResponseStatus(b) })
 	assert.Zero(t, allocs)
 }
 
@@ -44,9 +44,9 @@ func FuzzResponseStatus(f *testing.F) {
 	f.Add([]byte("Location: /x\r\n\r\n"))
 	f.Add([]byte("Content-type: text/html\r\n\r\nbody"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		code := responseStatus(b)
+		code := ResponseStatus(b)
 		if code < 100 || code > 999 {
-			t.Fatalf("responseStatus(%q) = %d; want a three-digit code", b, code)
+			t.Fatalf("ResponseStatus(%q) = %d; want a three-digit code", b, code)
 		}
 	})
 }
@@ -55,8 +55,23 @@ func BenchmarkResponseStatus(b *testing.B) {
 	out := []byte("X-Powered-By: PHP/8.2.36\r\nContent-type: text/html; charset=UTF-8\r\n\r\n<!doctype html><html>...")
 	b.ReportAllocs()
 	for b.Loop() {
-		if responseStatus(out) != 200 {
+		if ResponseStatus(out) != 200 {
 			b.Fatal("status")
 		}
 	}
+}
+
+func TestCutHeaders(t *testing.T) {
+	for _, tc := range []struct{ in, head, body string }{
+		{"Status: 200\r\nX: y\r\n\r\npong", "Status: 200\r\nX: y", "pong"},
+		{"Status: 200\nX: y\n\npong", "Status: 200\nX: y", "pong"},
+		{"X: y\r\n\r\nbody\n\nmore", "X: y", "body\n\nmore"},
+	} {
+		head, body, ok := CutHeaders([]byte(tc.in))
+		assert.True(t, ok, "%q", tc.in)
+		assert.Equal(t, tc.head, string(head), "%q", tc.in)
+		assert.Equal(t, tc.body, string(body), "%q", tc.in)
+	}
+	_, _, ok := CutHeaders([]byte("X: y\r\nno end"))
+	assert.False(t, ok)
 }
