@@ -5,8 +5,8 @@ import (
 	"strconv"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/rewrite"
-	"github.com/incpathd/incpathd/sapi"
 )
 
 // Error is a failure with the status the web server should see. Reason is
@@ -26,9 +26,11 @@ func classify(err error) (status int, reason string) {
 	switch {
 	case errors.As(err, &e):
 		return e.Status, e.Reason
-	case errors.Is(err, sapi.ErrOutsideRoot):
+	case errors.Is(err, pin.ErrNoDocroot):
+		return 500, "no DOCUMENT_ROOT from the web server"
+	case errors.Is(err, pin.ErrOutsideRoot):
 		return 403, "document root outside the allowed roots"
-	case errors.Is(err, sapi.ErrUnresolvable):
+	case errors.Is(err, pin.ErrUnresolvable):
 		return 503, "document root cannot be resolved"
 	case errors.Is(err, rewrite.ErrUnsafePath), errors.Is(err, rewrite.ErrDocroot):
 		return 400, "unsafe path in request"

@@ -10,7 +10,7 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/internal/fcgitest"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // with returns params with name set to value, replacing every occurrence.
@@ -43,9 +43,11 @@ func TestConfinesScriptParams(t *testing.T) {
 	outside := t.TempDir() + "/evil.php"
 	u := fcgitest.StartHandler(t, ok)
 	p := &Proxy{
-		Pool:     &fcgi.Pool{Address: u.Addr},
-		Resolver: &sapi.Resolver{AllowRoots: []string{releases}},
-		Policy:   sapi.Policy{RealpathList: []string{"nginx", "apache"}},
+		Pool: &fcgi.Pool{Address: u.Addr},
+		Pinner: pin.Pinner{
+			Resolver: &pin.Resolver{AllowRoots: []string{releases}},
+			Policy:   pin.Policy{RealpathList: []string{"nginx", "apache"}},
+		},
 	}
 	c := fcgitest.Dial(t, front(t, p))
 	nginx := nginxParams(current)
@@ -91,8 +93,8 @@ func TestPassthroughDropsHTTPProxy(t *testing.T) {
 	current, _, _ := site(t)
 	for _, keep := range []bool{false, true} {
 		u := fcgitest.StartHandler(t, ok)
-		p := &Proxy{Pool: &fcgi.Pool{Address: u.Addr}, Policy: sapi.Policy{RealpathList: []string{}}}
-		p.Rewrite.KeepHTTPProxy = keep
+		p := &Proxy{Pool: &fcgi.Pool{Address: u.Addr}, Pinner: pin.Pinner{Policy: pin.Policy{RealpathList: []string{}}}}
+		p.Pinner.Rewrite.KeepHTTPProxy = keep
 		c := fcgitest.Dial(t, front(t, p))
 		in := with(nginxParams(current), "HTTP_PROXY", "http://attacker.invalid")
 		require.NoError(t, c.Do(in, nil).Err)

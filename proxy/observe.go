@@ -24,7 +24,7 @@ type Done struct {
 	// Params are the request's params as the web server sent them
 	// (REQUEST_METHOD, REQUEST_URI, REMOTE_ADDR...).
 	Params []fcgi.Pair
-	// FrontEnd is the front end's name from sapi.Name ("nginx"), "" when
+	// FrontEnd is the front end's name from pin.Name ("nginx"), "" when
 	// none was given.
 	FrontEnd string
 	// Release is the docroot the request was pinned to: the resolved one,
@@ -53,9 +53,6 @@ type exchange struct {
 	release  string
 	status   int  // 0 until the application's first STDOUT bytes
 	observed bool // someone wants to hear about this request
-	// buf holds the values the rewrite creates, reused by later requests:
-	// the pinned params are valid only until ServeFCGI gives it back.
-	buf []byte
 }
 
 // begin starts watching a request when an Observer or the debug log wants

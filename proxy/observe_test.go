@@ -16,7 +16,7 @@ import (
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/internal/fcgitest"
 	"github.com/incpathd/incpathd/internal/testsupport"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // recorder is an Observer that passes on copies of what it is told. The
@@ -58,8 +58,10 @@ func TestObserverSeesEveryRequest(t *testing.T) {
 	rec := newRecorder()
 	var logs testsupport.LogBuffer
 	p := &Proxy{
-		Pool:     &fcgi.Pool{Address: app.Addr},
-		Policy:   sapi.Policy{RealpathList: []string{"*"}},
+		Pool: &fcgi.Pool{Address: app.Addr},
+		Pinner: pin.Pinner{
+			Policy: pin.Policy{RealpathList: []string{"*"}},
+		},
 		Observer: rec,
 		Logger:   slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
@@ -89,7 +91,7 @@ func TestObserverSeesEveryRequest(t *testing.T) {
 	assert.Contains(t, string(out), "Status: 503")
 	d = rec.next(t)
 	assert.Equal(t, 503, d.Status)
-	assert.ErrorIs(t, d.Err, sapi.ErrUnresolvable)
+	assert.ErrorIs(t, d.Err, pin.ErrUnresolvable)
 	assert.Equal(t, "", d.Release)
 
 	// php-fpm gone.
@@ -140,8 +142,10 @@ func BenchmarkServeFCGI(b *testing.B) {
 	}{{"observer=none", nil}, {"observer=counting", &countingObserver{}}} {
 		b.Run(tc.name, func(b *testing.B) {
 			p := &Proxy{
-				Pool:     &fcgi.Pool{Address: app.Addr},
-				Policy:   sapi.Policy{DocrootList: []string{"*"}},
+				Pool: &fcgi.Pool{Address: app.Addr},
+				Pinner: pin.Pinner{
+					Policy: pin.Policy{DocrootList: []string{"*"}},
+				},
 				Observer: tc.obs,
 				Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 			}

@@ -1,54 +1,34 @@
 // Package proxy pins each FastCGI request to one release and forwards it to
-// the application server: request → pin (sapi, rewrite) → forward (one
+// the application server: request → pin (pin.Pinner) → forward (one
 // fcgi.Conn.RoundTrip, replayed once on a fresh connection by the rules of
 // replayable) → finish, in that order, with every failure turned into a
 // response in one place (fail, classify).
 package proxy
 
 import (
-	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/incpathd/incpathd/fcgi"
-	"github.com/incpathd/incpathd/inflight"
-	"github.com/incpathd/incpathd/rewrite"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // Proxy is an fcgi.Handler that pins requests and forwards them to Pool.
 type Proxy struct {
 	// Pool is the upstream application server. It must be set.
 	Pool *fcgi.Pool
-	// Policy decides, per front end, whether DOCUMENT_ROOT is trusted,
-	// resolved, or left alone.
-	Policy sapi.Policy
-	// Resolver resolves docroots for front ends in the realpath list. If
-	// nil, a Resolver without cache.
-	Resolver *sapi.Resolver
-	// Rewrite says how params are pinned.
-	Rewrite rewrite.Config
+	// Pinner pins each request before it goes upstream. The zero Pinner
+	// resolves every front end's docroot on every request.
+	Pinner pin.Pinner
 	// Logger receives one line per failed request, and at debug level one
 	// line per request. If nil, slog.Default().
 	Logger *slog.Logger
-	// Releases, if not nil, counts the requests in flight per release (the
-	// resolved docroot), for drains.
-	Releases *inflight.Tracker
 	// Observer, if not nil, is told about every finished request.
 	Observer Observer
-	// PoolINI, if not nil, returns the php-fpm pool's own values of ini
-	// keys (nil for a key PHP does not know), as fpmcall.Caller.INI does.
-	// Keys of Rewrite.PinINI that Rewrite gives no default are learned
-	// with it before the first pinned request and become their defaults
-	// (see poolDefaults).
-	PoolINI func(ctx context.Context, keys []string) (map[string]*string, error)
 
-	initOnce sync.Once
-	stats    Stats
-	learn    poolDefaults
+	stats Stats
 }
 
 // Stats counts what the proxy did.
@@ -67,13 +47,6 @@ func (p *Proxy) logger() *slog.Logger {
 	return slog.Default()
 }
 
-func (p *Proxy) init() {
-	if p.Resolver == nil {
-		p.Resolver = &sapi.Resolver{}
-	}
-	p.initPoolDefaults()
-}
-
 // call is what a request needs besides its params, kept from one request
 // to the next so that forwarding one allocates nothing.
 type call struct {
@@ -87,7 +60,6 @@ var calls = sync.Pool{New: func() any {
 
 // ServeFCGI implements fcgi.Handler.
 func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
-	p.initOnce.Do(p.init)
 	p.stats.Requests.Add(1)
 	p.stats.InFlight.Add(1)
 	defer p.stats.InFlight.Add(-1)
@@ -95,14 +67,15 @@ func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
 	p.begin(&x)
 
 	c := calls.Get().(*call)
-	x.buf = c.buf
-	params, counter, err := p.pinCounted(c.params[:0], r.Params, &x)
-	defer counter.Done()
+	pinned, err := p.Pinner.Pin(c.params[:0], c.buf, r.Params)
+	defer pinned.Done()
+	x.frontEnd, x.release = pinned.FrontEnd, pinned.Release
 	if err == nil {
-		err = p.forward(w, r, params, &x)
+		p.count(&pinned)
+		err = p.forward(w, r, pinned.Params, &x)
 	}
-	clear(params)
-	c.params, c.buf = params[:0], x.buf
+	clear(pinned.Params)
+	c.params, c.buf = pinned.Params[:0], pinned.Buf
 	calls.Put(c)
 	if err != nil {
 		if status := p.fail(w, r, err); status != 0 {
@@ -125,55 +98,14 @@ func (c requestContext) Done() <-chan struct{}       { return c.r.Context().Done
 func (c requestContext) Err() error                  { return c.r.Context().Err() }
 func (c requestContext) Value(key any) any           { return c.r.Context().Value(key) }
 
-// pinned says where a request was pinned: release is the docroot it runs
-// in ("" if not pinned); docroot is the one resolved to it, if the Resolver
-// did.
-type pinned struct{ docroot, release string }
-
-// pin decides the request's release and rewrites its params into dst. It
-// does not count the request as pinned: pinCounted may pin it again.
-func (p *Proxy) pin(dst, in []fcgi.Pair, x *exchange) ([]fcgi.Pair, pinned, error) {
-	name := sapi.Name(in)
-	x.frontEnd = name
-	mode := p.Policy.Mode(name)
-	if mode == sapi.Passthrough {
-		out, err := p.passthrough(dst, in)
-		if err != nil {
-			return dst, pinned{}, err
-		}
+// count counts a pinned or passed-through request in Stats.
+func (p *Proxy) count(pinned *pin.Pinned) {
+	if pinned.Release != "" {
+		p.stats.Pinned.Add(1)
+	} else {
 		p.stats.Passthrough.Add(1)
-		return out, pinned{}, nil
 	}
-	from := param(in, "DOCUMENT_ROOT")
-	if from == "" {
-		return dst, pinned{}, &Error{Status: 500, Reason: "no DOCUMENT_ROOT from the web server", Err: errNoDocroot}
-	}
-	if err := checkDocroot(from); err != nil {
-		return dst, pinned{}, err
-	}
-	to := from
-	pin := pinned{release: from}
-	if mode == sapi.Realpath {
-		var err error
-		if to, err = p.Resolver.Resolve(from); err != nil {
-			return dst, pinned{}, err
-		}
-		pin = pinned{docroot: from, release: to}
-	}
-	out, buf, err := p.rewriteConfig(from, to).RewriteBuffer(dst, in, from, to, x.buf)
-	x.buf = buf
-	if err != nil {
-		return out, pinned{}, err
-	}
-	if err := p.checkAllowed(to, out[len(dst):]); err != nil {
-		clear(out[len(dst):])
-		return dst, pinned{}, err
-	}
-	x.release = to
-	return out, pin, nil
 }
-
-var errNoDocroot = errors.New("proxy: request has no DOCUMENT_ROOT")
 
 // param returns the last value of the param called name: php-fpm's rule
 // for duplicates.

@@ -19,7 +19,7 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/internal/fcgitest"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -82,7 +82,7 @@ func ok(w *fcgi.ResponseWriter, r *fcgi.Request) {
 func TestPinsParams(t *testing.T) {
 	current, a, _ := site(t)
 	u := fcgitest.StartHandler(t, ok)
-	p := &Proxy{Pool: &fcgi.Pool{Address: u.Addr}, Resolver: &sapi.Resolver{Every: time.Second}}
+	p := &Proxy{Pool: &fcgi.Pool{Address: u.Addr}, Pinner: pin.Pinner{Resolver: &pin.Resolver{Every: time.Second}}}
 	c := fcgitest.Dial(t, front(t, p))
 	res := c.Do(nginxParams(current), nil)
 	require.NoError(t, res.Err)
@@ -100,8 +100,10 @@ func TestPassthroughFrontEnd(t *testing.T) {
 	current, _, _ := site(t)
 	u := fcgitest.StartHandler(t, ok)
 	p := &Proxy{
-		Pool:   &fcgi.Pool{Address: u.Addr},
-		Policy: sapi.Policy{RealpathList: []string{"apache"}},
+		Pool: &fcgi.Pool{Address: u.Addr},
+		Pinner: pin.Pinner{
+			Policy: pin.Policy{RealpathList: []string{"apache"}},
+		},
 	}
 	c := fcgitest.Dial(t, front(t, p))
 	in := nginxParams(current)
@@ -247,7 +249,7 @@ func TestRefusals(t *testing.T) {
 	dangling := filepath.Join(filepath.Dir(current), "dangling")
 	require.NoError(t, os.Symlink("releases/nope", dangling))
 	u := fcgitest.StartHandler(t, ok)
-	p := &Proxy{Pool: &fcgi.Pool{Address: u.Addr}, Resolver: &sapi.Resolver{AllowRoots: []string{filepath.Dir(current)}}}
+	p := &Proxy{Pool: &fcgi.Pool{Address: u.Addr}, Pinner: pin.Pinner{Resolver: &pin.Resolver{AllowRoots: []string{filepath.Dir(current)}}}}
 	c := fcgitest.Dial(t, front(t, p))
 	for _, tc := range []struct {
 		name   string
@@ -355,8 +357,8 @@ func TestClassify(t *testing.T) {
 		err  error
 		want int
 	}{
-		{sapi.ErrOutsideRoot, 403},
-		{sapi.ErrUnresolvable, 503},
+		{pin.ErrOutsideRoot, 403},
+		{pin.ErrUnresolvable, 503},
 		{fcgi.ErrPoolTimeout, 503},
 		{fcgi.ErrDial, 502},
 		{fcgi.ErrAborted, 499},

@@ -16,7 +16,7 @@ import (
 	"github.com/incpathd/incpathd/inflight"
 	"github.com/incpathd/incpathd/internal/lifecycle"
 	"github.com/incpathd/incpathd/opcache"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // releasesConfig holds the flags for watching docroot links and for the
@@ -52,7 +52,7 @@ func (c *releasesConfig) validate() error {
 
 // releases is the daemon's watcher, in-flight counts and control endpoint.
 type releases struct {
-	watcher *sapi.Watcher
+	watcher *pin.Watcher
 	tracker *inflight.Tracker // nil without --control or --metrics: nobody would read it
 	source  *control.Source   // likewise
 	mux     *http.ServeMux    // the control endpoint's routes, nil without --control
@@ -61,18 +61,18 @@ type releases struct {
 	done    chan struct{}
 }
 
-// startReleases starts watching r's docroots and, with --control, counting
+// startReleases starts r's Watcher and, with --control, counting
 // requests per release and serving the control endpoint. It must run before
 // r's first Resolve.
-func startReleases(c *config, r *sapi.Resolver, log *slog.Logger, lc *lifecycle.Lifecycle) (*releases, error) {
-	rs := &releases{watcher: &sapi.Watcher{Logger: log, Disabled: !c.watch}}
+func startReleases(c *config, r *pin.Resolver, log *slog.Logger, lc *lifecycle.Lifecycle) (*releases, error) {
+	rs := &releases{watcher: r.Watcher}
 	if c.pattern != "" {
 		// Usually the site's docroot link: report its release as in use
 		// before the first request names it.
 		rs.watcher.Remember(c.pattern)
 	}
 	// A failure is logged by the Watcher and leaves it in its fallback.
-	rs.watcher.Start(r)
+	r.Start()
 	if c.control == "" && c.ops.metrics == "" {
 		return rs, nil
 	}

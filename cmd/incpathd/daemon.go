@@ -17,9 +17,9 @@ import (
 	"github.com/incpathd/incpathd/internal/lifecycle"
 	"github.com/incpathd/incpathd/maintenance"
 	"github.com/incpathd/incpathd/metrics"
+	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/proxy"
 	"github.com/incpathd/incpathd/quiesce"
-	"github.com/incpathd/incpathd/sapi"
 )
 
 // daemon is the object graph serve runs, built once by newDaemon: the
@@ -67,7 +67,7 @@ func newDaemon(c *config, env lifecycle.Env, log *slog.Logger) (_ *daemon, err e
 	if err != nil {
 		return nil, err
 	}
-	resolver := newResolver(c)
+	resolver := newResolver(c, log)
 	if d.rel, err = startReleases(c, resolver, log, d.lc); err != nil {
 		return nil, fmt.Errorf("control endpoint %s: %w", c.control, err)
 	}
@@ -99,14 +99,17 @@ func newDaemon(c *config, env lifecycle.Env, log *slog.Logger) (_ *daemon, err e
 		observer = m
 	}
 	*p = proxy.Proxy{
-		Pool:     d.pool,
-		Policy:   sapi.Policy{DocrootList: c.docrootSAPIs, RealpathList: c.realpathSAPIs},
-		Resolver: resolver,
-		Rewrite:  rewriteConfig(c),
+		Pool: d.pool,
+		Pinner: pin.Pinner{
+			Policy:   pin.Policy{DocrootList: c.docrootSAPIs, RealpathList: c.realpathSAPIs},
+			Resolver: resolver,
+			Rewrite:  rewriteConfig(c),
+			Releases: d.rel.tracker,
+			PoolINI:  poolINI,
+			Logger:   log,
+		},
 		Logger:   log,
-		Releases: d.rel.tracker,
 		Observer: observer,
-		PoolINI:  poolINI,
 	}
 	d.proxy = p
 	if ml != nil {
@@ -119,14 +122,15 @@ func newDaemon(c *config, env lifecycle.Env, log *slog.Logger) (_ *daemon, err e
 	return d, nil
 }
 
-// newResolver is the docroot resolver --realpath-every, --use-readlink and
-// --allow-root describe.
-func newResolver(c *config) *sapi.Resolver {
-	return &sapi.Resolver{
+// newResolver is the docroot resolver --realpath-every, --use-readlink,
+// --allow-root and --watch describe.
+func newResolver(c *config, log *slog.Logger) *pin.Resolver {
+	return &pin.Resolver{
 		Every:          c.realpathEvery,
 		UseReadlink:    c.useReadlink != "",
 		ReadlinkPrefix: c.useReadlink,
 		AllowRoots:     c.allowRoots,
+		Watcher:        &pin.Watcher{Logger: log, Disabled: !c.watch},
 	}
 }
 
@@ -203,7 +207,7 @@ func newMaintenance(c *config, next fcgi.Handler, log *slog.Logger) (*maintenanc
 
 // newMetrics builds the metrics that read p, the pool, the resolver, the
 // releases and maintenance mode.
-func (d *daemon) newMetrics(p *proxy.Proxy, resolver *sapi.Resolver) *metrics.Metrics {
+func (d *daemon) newMetrics(p *proxy.Proxy, resolver *pin.Resolver) *metrics.Metrics {
 	src := metrics.Sources{
 		Proxy:            p,
 		Pool:             d.pool,

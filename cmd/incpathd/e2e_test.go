@@ -125,10 +125,13 @@ func (s *stack) index(t *testing.T, path string) testenv.IndexReport {
 	return r
 }
 
-// assertPinned checks that everything the page saw comes from release rel.
-func (s *stack) assertPinned(t *testing.T, r testenv.IndexReport, rel string) {
+// assertPinned checks that everything index.php saw (its report r) comes
+// from release rel of site: the script, its include_path include,
+// DOCUMENT_ROOT and the paths php-fpm saw, with the include_path every test
+// stack gives incpathd.
+func assertPinned(t *testing.T, site *testenv.Site, r testenv.IndexReport, rel string) {
 	t.Helper()
-	dir := s.site.Releases[rel]
+	dir := site.Releases[rel]
 	assert.Equal(t, rel, r.Release, "release of the script")
 	if assert.NotNil(t, r.IncludeRelease, "include through include_path found nothing; include_path %q", r.IncludePath) {
 		assert.Equal(t, rel, *r.IncludeRelease, "release of the include_path include")
@@ -153,12 +156,12 @@ func TestE2EPinsAndFlips(t *testing.T) {
 		nginx: testenv.NginxOptions{KeepConn: true},
 	})
 	for range 3 {
-		s.assertPinned(t, s.index(t, "/index.php"), "A")
+		assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	}
 	require.NoError(t, s.site.Flip("B"))
 	time.Sleep(400 * time.Millisecond) // wait out --realpath-every
 	for range 3 {
-		s.assertPinned(t, s.index(t, "/index.php"), "B")
+		assertPinned(t, s.site, s.index(t, "/index.php"), "B")
 	}
 	// The web server's own name comes through.
 	r := s.index(t, "/index.php")
@@ -167,7 +170,7 @@ func TestE2EPinsAndFlips(t *testing.T) {
 
 	// PATH_INFO style URL: PATH_TRANSLATED is pinned too.
 	r = s.index(t, "/index.php/a/b")
-	s.assertPinned(t, r, "B")
+	assertPinned(t, s.site, r, "B")
 	if assert.NotNil(t, r.PathInfo) && assert.NotNil(t, r.PathTranslated) {
 		assert.Equal(t, "/a/b", *r.PathInfo)
 		assert.Equal(t, s.site.Releases["B"]+"/a/b", *r.PathTranslated)
@@ -177,7 +180,7 @@ func TestE2EPinsAndFlips(t *testing.T) {
 	require.NoError(t, s.site.Flip("A"))
 	time.Sleep(400 * time.Millisecond)
 	for range 8 {
-		s.assertPinned(t, s.index(t, "/index.php"), "A")
+		assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	}
 }
 
@@ -188,9 +191,9 @@ func TestE2ETrustedDocroot(t *testing.T) {
 		args:  []string{"--docroot-sapi-list", "nginx", "--realpath-sapi-list", ""},
 		nginx: testenv.NginxOptions{RealpathRoot: true},
 	})
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	require.NoError(t, s.site.Flip("B"))
-	s.assertPinned(t, s.index(t, "/index.php"), "B") // nginx resolved it, no cache of ours
+	assertPinned(t, s.site, s.index(t, "/index.php"), "B") // nginx resolved it, no cache of ours
 }
 
 func TestE2EBigBodies(t *testing.T) {
@@ -225,12 +228,12 @@ func TestE2EBigBodies(t *testing.T) {
 	assert.Equal(t, testenv.PatternSHA256(size), hex.EncodeToString(h.Sum(nil)))
 
 	// The connection is still good for the next request.
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 }
 
 func TestE2EUpstreamDown(t *testing.T) {
 	s := startStack(t, stackOptions{nginx: testenv.NginxOptions{KeepConn: true}})
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	s.fpm.Stop()
 	start := time.Now()
 	code, body := s.nginx.Get(t, "/index.php")
@@ -242,7 +245,7 @@ func TestE2EUpstreamDown(t *testing.T) {
 
 	// php-fpm back: the pool recovers.
 	s.fpm.Start(t)
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 }
 
 func TestE2EDanglingDocroot(t *testing.T) {

@@ -12,10 +12,10 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/spf13/pflag"
-
+	"github.com/incpathd/incpathd/pathsafe"
+	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/rewrite"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/spf13/pflag"
 )
 
 const execUsage = `Usage: incpathd exec [flags] -- COMMAND [ARG]...
@@ -149,7 +149,7 @@ func (c *execConfig) plan(cmd []string, wd string, environ []string) (p execPlan
 	if docroot, err = filepath.Abs(docroot); err != nil {
 		return p, 1, err
 	}
-	r := &sapi.Resolver{
+	r := &pin.Resolver{
 		UseReadlink:    c.useReadlink != "",
 		ReadlinkPrefix: c.useReadlink,
 		AllowRoots:     c.allowRoots,
@@ -275,25 +275,16 @@ func unquote(v string) string {
 func workDir(wd, docroot, resolved string) (string, error) {
 	wd, docroot = filepath.Clean(wd), filepath.Clean(docroot)
 	switch {
-	case within(wd, docroot):
+	case pathsafe.Within(wd, docroot):
 		dir := filepath.Join(resolved, strings.TrimPrefix(wd, docroot))
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			return "", fmt.Errorf("the working directory %s is not in the release %s: %s is missing", wd, resolved, dir)
 		}
 		return dir, nil
-	case within(wd, resolved):
+	case pathsafe.Within(wd, resolved):
 		return wd, nil
 	}
 	return resolved, nil
-}
-
-// within reports whether the clean path p is root or below it, by whole
-// components.
-func within(p, root string) bool {
-	if root == "/" {
-		return true
-	}
-	return p == root || len(p) > len(root) && p[len(root)] == '/' && p[:len(root)] == root
 }
 
 // setEnv returns env with name set to value, replacing earlier entries.

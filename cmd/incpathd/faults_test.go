@@ -384,7 +384,7 @@ func TestFaultClientAborts(t *testing.T) {
 
 	// The stack still serves.
 	for range 4 {
-		s.assertPinned(t, s.index(t, "/index.php"), "A")
+		assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	}
 	s.checkNoLeaks(t)
 }

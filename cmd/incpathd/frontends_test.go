@@ -17,7 +17,7 @@ import (
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/internal/testenv"
 	"github.com/incpathd/incpathd/internal/testsupport"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // Every front end, for real, in front of incpathd and a real php-fpm, each
@@ -310,10 +310,10 @@ func testFrontEnd(t *testing.T, fc frontEndCase) {
 	// The front end's name, as incpathd reads it: pinned only if it maps to
 	// fc.sapi, the one name incpathd was told.
 	r := index("GET", "/index.php", nil)
-	assertPinnedTo(t, site, r, "A")
+	assertPinned(t, site, r, "A")
 	if assert.NotNil(t, r.ServerSoftware) {
 		assert.True(t, strings.HasPrefix(*r.ServerSoftware, fc.product), "SERVER_SOFTWARE %q", *r.ServerSoftware)
-		assert.Equal(t, fc.sapi, sapi.Name([]fcgi.Pair{{Name: "SERVER_SOFTWARE", Value: *r.ServerSoftware}}))
+		assert.Equal(t, fc.sapi, pin.Name([]fcgi.Pair{{Name: "SERVER_SOFTWARE", Value: *r.ServerSoftware}}))
 	}
 
 	// PATH_INFO style URLs, by GET and by POST.
@@ -323,7 +323,7 @@ func testFrontEnd(t *testing.T, fc frontEndCase) {
 			body = []byte("greeting=hello")
 		}
 		r = index(method, "/index.php/a/b?x=1", body)
-		assertPinnedTo(t, site, r, "A")
+		assertPinned(t, site, r, "A")
 		if assert.NotNil(t, r.PathInfo, method) {
 			assert.Equal(t, "/a/b", *r.PathInfo, method)
 		}
@@ -350,30 +350,8 @@ func testFrontEnd(t *testing.T, fc frontEndCase) {
 	assert.Equal(t, "A A A A", line, "script, include, late include, DOCUMENT_ROOT")
 
 	// The next request is pinned to B, whole.
-	assertPinnedTo(t, site, index("GET", "/index.php", nil), "B")
+	assertPinned(t, site, index("GET", "/index.php", nil), "B")
 	assert.Equal(t, "B B B B", testenv.LateInclude(t, get, func() {}))
-}
-
-// assertPinnedTo checks that everything index.php saw comes from release rel
-// of site, with the include_path startFrontEndStack gives incpathd.
-func assertPinnedTo(t *testing.T, site *testenv.Site, r testenv.IndexReport, rel string) {
-	t.Helper()
-	dir := site.Releases[rel]
-	assert.Equal(t, rel, r.Release, "release of the script")
-	if assert.NotNil(t, r.IncludeRelease, "include through include_path found nothing; include_path %q", r.IncludePath) {
-		assert.Equal(t, rel, *r.IncludeRelease, "release of the include_path include")
-	}
-	if assert.NotNil(t, r.DocrootRelease) {
-		assert.Equal(t, rel, *r.DocrootRelease, "release read through DOCUMENT_ROOT")
-	}
-	if assert.NotNil(t, r.DocumentRoot) {
-		assert.Equal(t, dir, *r.DocumentRoot)
-	}
-	if assert.NotNil(t, r.ScriptFilename) {
-		assert.Equal(t, filepath.Join(dir, "index.php"), *r.ScriptFilename)
-	}
-	assert.Equal(t, filepath.Join(dir, "index.php"), r.File)
-	assert.Equal(t, ".:"+dir+"/include:/usr/share/php", r.IncludePath)
 }
 
 func readAll(t *testing.T, r io.Reader) []byte {

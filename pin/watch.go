@@ -1,4 +1,4 @@
-package sapi
+package pin
 
 import (
 	"context"
@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/incpathd/incpathd/pathsafe"
 )
 
 // Watcher keeps a Resolver's cache right without asking the file system on
@@ -33,8 +34,9 @@ import (
 // A Watcher also remembers the docroots it was asked about, so that Links
 // can report where each points now; with Disabled set it only does that.
 //
-// Set the fields, then call Start before the Resolver's first Resolve, and
-// Close when done.
+// Set the fields, give it to the Resolver it serves (Resolver.Watcher),
+// call Resolver.Start before the first Resolve, and Close the Watcher when
+// done.
 type Watcher struct {
 	// Logger receives the fallback warning and read errors. If nil,
 	// slog.Default().
@@ -131,19 +133,18 @@ type dep struct {
 	name string
 }
 
-// Start attaches the Watcher to r (it sets r.Watch) and starts watching.
-// If inotify cannot be had, Start logs it, leaves the Watcher in its
-// fallback (resolutions expire after r.Every) and returns the error; the
-// Watcher still works for Links and still needs Close.
-func (w *Watcher) Start(r *Resolver) error {
-	w.r = r
+// start starts watching for r, the Resolver whose Watcher w is (see
+// Resolver.Start). If inotify cannot be had, start logs it, leaves the
+// Watcher in its fallback (resolutions expire after r.Every) and returns
+// the error; the Watcher still works for Links and still needs Close.
+func (w *Watcher) start(r *Resolver) error {
 	w.mu.Lock()
+	w.r = r
 	if w.docroots == nil {
 		w.docroots = make(map[string]*watchedEntry)
 	}
 	w.dirs = make(map[int32]*watchedDir)
 	w.mu.Unlock()
-	r.Watch = w.watch
 	if w.Disabled {
 		return nil
 	}
@@ -255,10 +256,14 @@ func (w *Watcher) maxDocroots() int {
 	return w.MaxDocroots
 }
 
-// watch is the Resolver's Watch hook.
+// watch watches what the resolution of docroot goes through and reports
+// whether it is watched. Before start, nothing is.
 func (w *Watcher) watch(docroot string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.dirs == nil {
+		return false
+	}
 	e := w.docroots[docroot]
 	if e == nil {
 		if limit := w.maxDocroots(); limit > 0 && len(w.docroots) >= limit {
@@ -295,12 +300,12 @@ func (w *Watcher) watch(docroot string) bool {
 
 // errUnresolvable marks a trace that failed because the docroot does not
 // resolve, as opposed to a failure to watch it.
-var errUnresolvable = errors.New("sapi: docroot does not resolve")
+var errUnresolvable = errors.New("pin: docroot does not resolve")
 
 // errChanging marks a docroot whose resolution changed under every attempt
 // to watch it: a passing state, unlike the failures that make watching
 // impossible, so it is retried (see retryLater) instead of left to Every.
-var errChanging = errors.New("sapi: the path kept changing while it was being watched")
+var errChanging = errors.New("pin: the path kept changing while it was being watched")
 
 // retryLater arranges for the unwatched resolution of e, about to be cached
 // for Resolver.Every, to be forgotten after RetryAfter, unless a resolution
@@ -360,7 +365,7 @@ func (w *Watcher) register(docroot string, e *watchedEntry) (bool, error) {
 			wd, err := w.ino.add(f.dir)
 			if err != nil {
 				w.gcDirs(deps) // drop the watches only this attempt added
-				return false, fmt.Errorf("sapi: watch %s: %w", f.dir, err)
+				return false, fmt.Errorf("pin: watch %s: %w", f.dir, err)
 			}
 			d := w.dirs[wd]
 			if d == nil {
@@ -389,7 +394,7 @@ func (w *Watcher) register(docroot string, e *watchedEntry) (bool, error) {
 		w.unindex(docroot, old, deps)
 		return true, nil
 	}
-	return false, fmt.Errorf("sapi: watch %s: %w", docroot, errChanging)
+	return false, fmt.Errorf("pin: watch %s: %w", docroot, errChanging)
 }
 
 // unregister stops watching docroot, keeping it remembered. w.mu must be
@@ -492,10 +497,10 @@ func (w *Watcher) checkFS(entries []found) error {
 		seen = f.dir
 		typ, err := w.fsType(f.dir)
 		if err != nil {
-			return fmt.Errorf("sapi: statfs %s: %w", f.dir, err)
+			return fmt.Errorf("pin: statfs %s: %w", f.dir, err)
 		}
 		if name, ok := remoteFS[typ]; ok {
-			return fmt.Errorf("sapi: %s is on a network file system (%s); inotify does not see changes made on other hosts", f.dir, name)
+			return fmt.Errorf("pin: %s is on a network file system (%s); inotify does not see changes made on other hosts", f.dir, name)
 		}
 	}
 	return nil
@@ -524,7 +529,7 @@ func (w *Watcher) readLoop(ino notifier) {
 			e.deps = nil
 		}
 		w.warned = false
-		w.fallback("", fmt.Errorf("sapi: reading inotify events: %w", err))
+		w.fallback("", fmt.Errorf("pin: reading inotify events: %w", err))
 	}
 	w.mu.Unlock()
 	ino.close()
@@ -589,9 +594,6 @@ type found struct {
 	dir, name string
 }
 
-// maxLinks bounds the symlinks a trace follows, as the kernel's ELOOP does.
-const maxLinks = 40
-
 // trace follows docroot through the file system one component at a time,
 // as realpath(3) does, and returns every directory entry it looked up,
 // symlinks and their targets' components included. Those are the entries
@@ -602,46 +604,20 @@ func (r *Resolver) trace(docroot string) ([]found, error) {
 		return nil, err
 	}
 	var out []found
-	dir := "/"
-	rest := docroot
-	links := 0
-	for rest != "" {
-		var name string
-		name, rest, _ = strings.Cut(strings.TrimLeft(rest, "/"), "/")
-		switch name {
-		case "", ".":
-			continue
-		case "..":
-			dir = filepath.Dir(dir)
-			continue
-		}
-		out = append(out, found{dir: dir, name: name})
-		p := filepath.Join(dir, name)
-		fi, err := r.lstat(p)
-		if err != nil {
-			return nil, err
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			if !fi.IsDir() {
-				return nil, fmt.Errorf("%s: %w", p, syscall.ENOTDIR)
-			}
-			dir = p
-			continue
-		}
-		if links++; links > maxLinks {
-			return nil, fmt.Errorf("%s: %w", docroot, syscall.ELOOP)
-		}
-		target, err := r.readlink(p)
-		if err != nil {
-			return nil, err
-		}
-		if strings.HasPrefix(target, "/") {
-			dir = "/"
-		}
-		if rest != "" {
-			target += "/" + rest
-		}
-		rest = target
+	w := pathsafe.Walker{
+		Visit: func(dir, name, _ string) error {
+			out = append(out, found{dir: dir, name: name})
+			return nil
+		},
+		Lstat:    r.lstat,
+		Readlink: r.readlink,
+	}
+	p, fi, err := w.Walk(docroot)
+	if err != nil {
+		return nil, err
+	}
+	if fi != nil && !fi.IsDir() {
+		return nil, fmt.Errorf("%s: %w", p, syscall.ENOTDIR)
 	}
 	return out, nil
 }

@@ -1,26 +1,26 @@
-package sapi_test
+package pin_test
 
 import (
 	"fmt"
 	"time"
 
 	"github.com/incpathd/incpathd/fcgi"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // How a request's docroot is chosen: name the front end, ask the policy,
 // and resolve only when the policy says so.
 func Example() {
-	policy := &sapi.Policy{DocrootList: []string{"nginx"}} // nginx sends $realpath_root
-	resolver := &sapi.Resolver{Every: 2 * time.Second}
+	policy := &pin.Policy{DocrootList: []string{"nginx"}} // nginx sends $realpath_root
+	resolver := &pin.Resolver{Every: 2 * time.Second}
 
 	params := []fcgi.Pair{
 		{Name: "SERVER_SOFTWARE", Value: "Apache/2.4.62 (Debian)"},
 		{Name: "DOCUMENT_ROOT", Value: "/"},
 	}
-	name := sapi.Name(params)
+	name := pin.Name(params)
 	switch mode := policy.Mode(name); mode {
-	case sapi.Realpath:
+	case pin.Realpath:
 		docroot, err := resolver.Resolve(params[1].Value)
 		fmt.Println(name, mode, docroot, err)
 	default:

@@ -1,4 +1,4 @@
-package proxy
+package pin
 
 import (
 	"fmt"
@@ -6,7 +6,6 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/rewrite"
-	"github.com/incpathd/incpathd/sapi"
 )
 
 // checkDocroot refuses a DOCUMENT_ROOT with a NUL byte or a ".." component
@@ -53,14 +52,21 @@ func scriptPath(name, v string) string {
 // scriptParams), which need not lie below the docroot. All are compared
 // lexically: Rewrite has refused a ".." component in SCRIPT_FILENAME, and
 // checkScript refuses one in PATH_TRANSLATED.
-func (p *Proxy) checkAllowed(docroot string, params []fcgi.Pair) error {
-	r := p.Resolver
+func (p *Pinner) checkAllowed(docroot string, params []fcgi.Pair) error {
+	r := p.resolver()
 	if len(r.AllowRoots) == 0 {
 		return nil
 	}
 	if !r.Allowed(docroot) {
-		return fmt.Errorf("proxy: DOCUMENT_ROOT %q: %w", docroot, sapi.ErrOutsideRoot)
+		return fmt.Errorf("pin: DOCUMENT_ROOT %q: %w", docroot, ErrOutsideRoot)
 	}
+	return confineScripts(params, func(path string) (bool, error) { return r.Allowed(path), nil })
+}
+
+// confineScripts checks every param php-fpm may run as the script (see
+// scriptParams) that params hold: its path must be safe (checkScript) and
+// allowed say yes to it, or the request is refused with ErrOutsideRoot.
+func confineScripts(params []fcgi.Pair, allowed func(path string) (bool, error)) error {
 	for _, name := range scriptParams {
 		v := param(params, name)
 		if v == "" {
@@ -70,8 +76,12 @@ func (p *Proxy) checkAllowed(docroot string, params []fcgi.Pair) error {
 		if err != nil {
 			return err
 		}
-		if !r.Allowed(path) {
-			return fmt.Errorf("proxy: %s %q: %w", name, v, sapi.ErrOutsideRoot)
+		ok, err := allowed(path)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("pin: %s %q: %w", name, v, ErrOutsideRoot)
 		}
 	}
 	return nil
@@ -94,7 +104,7 @@ func checkScript(name, v string) (string, error) {
 // unpinned, with the same hygiene as a pinned request: HTTP_PROXY is dropped
 // unless Rewrite.KeepHTTPProxy, and what php-fpm may run as the script must
 // lie within Resolver.AllowRoots, if there are any (see confine).
-func (p *Proxy) passthrough(dst, in []fcgi.Pair) ([]fcgi.Pair, error) {
+func (p *Pinner) passthrough(dst, in []fcgi.Pair) ([]fcgi.Pair, error) {
 	if err := p.confine(in); err != nil {
 		return dst, err
 	}
@@ -114,40 +124,30 @@ func (p *Proxy) passthrough(dst, in []fcgi.Pair) ([]fcgi.Pair, error) {
 // written: a script path below DOCUMENT_ROOT is checked below the docroot
 // resolved as for a pinned request (cached and watched the same way), which
 // must itself lie within the roots; any other is compared as it is.
-func (p *Proxy) confine(in []fcgi.Pair) error {
-	r := p.Resolver
+func (p *Pinner) confine(in []fcgi.Pair) error {
+	r := p.resolver()
 	if len(r.AllowRoots) == 0 {
 		return nil
 	}
 	docroot := strings.TrimRight(param(in, "DOCUMENT_ROOT"), "/")
 	resolved := ""
-	for _, name := range scriptParams {
-		v := param(in, name)
-		if v == "" {
-			continue
-		}
-		path, err := checkScript(name, v)
-		if err != nil {
-			return err
-		}
+	return confineScripts(in, func(path string) (bool, error) {
 		if r.Allowed(path) {
-			continue
+			return true, nil
 		}
 		rest, below := strings.CutPrefix(path, docroot)
 		if docroot == "" || !below || rest != "" && rest[0] != '/' {
-			return fmt.Errorf("proxy: %s %q: %w", name, v, sapi.ErrOutsideRoot)
+			return false, nil
 		}
 		if resolved == "" {
 			if err := checkDocroot(docroot); err != nil {
-				return err
+				return false, err
 			}
+			var err error
 			if resolved, err = r.Resolve(docroot); err != nil {
-				return err
+				return false, err
 			}
 		}
-		if !r.Allowed(resolved + rest) {
-			return fmt.Errorf("proxy: %s %q: %w", name, v, sapi.ErrOutsideRoot)
-		}
-	}
-	return nil
+		return r.Allowed(resolved + rest), nil
+	})
 }

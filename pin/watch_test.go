@@ -1,4 +1,4 @@
-package sapi
+package pin
 
 import (
 	"bytes"
@@ -25,7 +25,8 @@ func startWatcher(t *testing.T, r *Resolver, w *Watcher) *Watcher {
 	if w == nil {
 		w = &Watcher{}
 	}
-	require.NoError(t, w.Start(r))
+	r.Watcher = w // before the Resolver's first use, as at construction
+	require.NoError(t, r.Start())
 	t.Cleanup(func() { w.Close() })
 	return w
 }
@@ -319,7 +320,8 @@ func TestWatcherClose(t *testing.T) {
 	clk := newClock()
 	r := &Resolver{Every: time.Second, Now: clk.Now}
 	w := &Watcher{}
-	require.NoError(t, w.Start(r))
+	r.Watcher = w
+	require.NoError(t, r.Start())
 	resolveOK(t, r, s.current)
 	require.NoError(t, w.Close())
 	require.NoError(t, w.Close(), "idempotent")
@@ -405,6 +407,8 @@ func TestTrace(t *testing.T) {
 	assert.ErrorIs(t, err, syscall.ELOOP)
 	_, err = r.trace(filepath.Join(file, "x"))
 	assert.ErrorIs(t, err, syscall.ENOTDIR)
+	_, err = r.trace(file)
+	assert.ErrorIs(t, err, syscall.ENOTDIR, "a docroot that is a file")
 	_, err = r.trace(filepath.Join(root, "nope"))
 	assert.ErrorIs(t, err, fs.ErrNotExist)
 	_, err = r.trace("relative/path")
@@ -464,4 +468,19 @@ func TestWatcherRetriesAfterBurstOfFlips(t *testing.T) {
 	waitFor(t, "the flip seen", func() bool { return r.Len() == 0 })
 	assert.Equal(t, s.b, resolveOK(t, r, s.current))
 	assert.Greater(t, w.Forgets(), forgets)
+}
+
+// A Resolver whose Watcher was not started yet resolves as if it had none:
+// its resolutions expire after Every, and nothing panics on the Watcher's
+// empty maps.
+func TestWatcherBeforeStart(t *testing.T) {
+	s := newSite(t)
+	clk := newClock()
+	w := &Watcher{}
+	r := &Resolver{Every: time.Second, Now: clk.Now, Watcher: w}
+	assert.Equal(t, s.a, resolveOK(t, r, s.current))
+	flip(t, s.current, "releases/B")
+	clk.Advance(2 * time.Second)
+	assert.Equal(t, s.b, resolveOK(t, r, s.current), "expired after Every: not watched")
+	assert.Empty(t, w.Links(), "nothing remembered")
 }

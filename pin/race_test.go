@@ -1,5 +1,5 @@
 //go:build race
 
-package sapi
+package pin
 
 const raceEnabled = true

@@ -1,13 +1,13 @@
-// Package sapi tells which front end sent a request and resolves the
-// request's docroot to the release directory it is pinned to.
+// Package pin decides, for one request, which release it runs in, and
+// rewrites its params to that release.
 //
 // A site deployed by symlink swap has a docroot such as /srv/www/current
 // pointing at releases/B; a deploy points it at releases/C with rename(2).
 // PHP resolves paths through the link at different moments (the script, each
 // include, opcache lookups), so one request can mix files of two releases.
 // Pinning a request means giving PHP the release directory itself, resolved
-// once at the start of the request. This package decides how that directory
-// is found:
+// once at the start of the request. [Pinner.Pin] is the one entry point and
+// owns the whole decision, in this order:
 //
 //   - [Name] names the front end from the request's params: INCPATH_SAPI if
 //     the web server sets it, else the product in SERVER_SOFTWARE.
@@ -15,10 +15,19 @@
 //     incpath.docroot_sapi_list and incpath.realpath_sapi_list did for PHP
 //     SAPI names: trust DOCUMENT_ROOT as already resolved (nginx with
 //     $realpath_root, Apache with mod_realdoc), resolve it here, or leave
-//     the request alone.
+//     the request alone (passed through, still confined to the allowed
+//     roots: guard.go).
+//   - DOCUMENT_ROOT is refused with a NUL byte or a ".." component before
+//     any system call (package pathsafe).
 //   - [Resolver] resolves a docroot natively, as mod_realdoc did inside
 //     Apache: a realpath (or, with UseReadlink, only the first symlink),
-//     cached for a configurable time, one resolution at a time per docroot.
+//     cached, one resolution at a time per docroot; a [Watcher] keeps the
+//     cache right with inotify.
+//   - The params are rewritten by package rewrite, with the pool's own ini
+//     values as defaults once learned (pooldefaults.go), and what php-fpm
+//     may run as the script is confined to Resolver.AllowRoots (guard.go).
+//   - The request is counted in flight on its release, and the cache checked
+//     again after the count, against a flip that raced it (pinner.go).
 //
 // # Differences from mod_realdoc and incpath
 //
@@ -45,4 +54,4 @@
 //
 // As with mod_realdoc (its issue #8), access rules that name the symlinked
 // path stop matching once requests carry the resolved one.
-package sapi
+package pin

@@ -1,4 +1,4 @@
-package sapi
+package pin
 
 import (
 	"errors"
@@ -193,7 +193,7 @@ func TestResolveUnresolvable(t *testing.T) {
 				require.ErrorIs(t, err, ErrUnresolvable)
 				assert.NotErrorIs(t, err, ErrOutsideRoot)
 				assert.Empty(t, got)
-				assert.True(t, strings.HasPrefix(err.Error(), fmt.Sprintf("sapi: resolve %q: ", tt.docroot)), err.Error())
+				assert.True(t, strings.HasPrefix(err.Error(), fmt.Sprintf("pin: resolve %q: ", tt.docroot)), err.Error())
 				if tt.notExist {
 					assert.ErrorIs(t, err, fs.ErrNotExist)
 				}
@@ -262,7 +262,7 @@ func TestResolveAllowRoots(t *testing.T) {
 			if tt.want == "" {
 				require.ErrorIs(t, err, ErrOutsideRoot)
 				assert.NotErrorIs(t, err, ErrUnresolvable)
-				assert.Contains(t, err.Error(), fmt.Sprintf("sapi: resolve %q: ", tt.docroot))
+				assert.Contains(t, err.Error(), fmt.Sprintf("pin: resolve %q: ", tt.docroot))
 				assert.Empty(t, got)
 				return
 			}
@@ -758,8 +758,8 @@ func TestResolveConcurrentFlips(t *testing.T) {
 
 func TestErrorsAreDistinct(t *testing.T) {
 	assert.False(t, errors.Is(ErrUnresolvable, ErrOutsideRoot))
-	assert.True(t, strings.HasPrefix(ErrUnresolvable.Error(), "sapi: "))
-	assert.True(t, strings.HasPrefix(ErrOutsideRoot.Error(), "sapi: "))
+	assert.True(t, strings.HasPrefix(ErrUnresolvable.Error(), "pin: "))
+	assert.True(t, strings.HasPrefix(ErrOutsideRoot.Error(), "pin: "))
 }
 
 // An Every too large to add to the clock caches for good instead of never.

@@ -1,4 +1,4 @@
-package sapi
+package pin
 
 import (
 	"encoding/binary"
@@ -32,7 +32,7 @@ const watchMask = unix.IN_CREATE | unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN
 func newNotifier() (notifier, error) {
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
-		return nil, fmt.Errorf("sapi: inotify_init1: %w", err)
+		return nil, fmt.Errorf("pin: inotify_init1: %w", err)
 	}
 	// A non-blocking descriptor is registered with the poller by NewFile.
 	return &inotify{fd: fd, f: os.NewFile(uintptr(fd), "inotify")}, nil

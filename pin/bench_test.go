@@ -1,4 +1,4 @@
-package sapi
+package pin
 
 import (
 	"path/filepath"
@@ -77,9 +77,9 @@ func BenchmarkResolveUncached(b *testing.B) {
 // resolution being gone, plus the resolution and watch that follow it.
 func BenchmarkWatchFlipSeen(b *testing.B) {
 	s := newSite(b)
-	r := &Resolver{Every: time.Hour}
 	w := &Watcher{}
-	if err := w.Start(r); err != nil {
+	r := &Resolver{Every: time.Hour, Watcher: w}
+	if err := r.Start(); err != nil {
 		b.Fatal(err)
 	}
 	defer w.Close()

@@ -1,4 +1,4 @@
-package proxy
+package pin
 
 import (
 	"context"
@@ -36,7 +36,7 @@ type poolDefaults struct {
 }
 
 // initPoolDefaults finds the keys to learn.
-func (p *Proxy) initPoolDefaults() {
+func (p *Pinner) initPoolDefaults() {
 	if p.PoolINI == nil {
 		return
 	}
@@ -56,7 +56,7 @@ func (p *Proxy) initPoolDefaults() {
 // rewriteConfig returns the Config requests are pinned with: Rewrite, with
 // the pool's values added as defaults once they are known. from and to are
 // the request's docroots, unresolved and resolved.
-func (p *Proxy) rewriteConfig(from, to string) *rewrite.Config {
+func (p *Pinner) rewriteConfig(from, to string) *rewrite.Config {
 	if c := p.learn.cfg.Load(); c != nil {
 		return c
 	}
@@ -66,7 +66,7 @@ func (p *Proxy) rewriteConfig(from, to string) *rewrite.Config {
 	return p.learnPool(from, to)
 }
 
-func (p *Proxy) learnPool(from, to string) *rewrite.Config {
+func (p *Pinner) learnPool(from, to string) *rewrite.Config {
 	l := &p.learn
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -1,4 +1,4 @@
-package sapi
+package pin
 
 import (
 	"strconv"

@@ -1,4 +1,4 @@
-package proxy
+package pin
 
 import (
 	"context"
@@ -8,22 +8,20 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/rewrite"
-	"github.com/incpathd/incpathd/sapi"
 )
 
 // The keys Rewrite has no default for are learned once, before the first
 // pinned request, and then sent on every request that does not set them;
 // a failed attempt is retried after poolRetry, not on every request.
 func TestPoolDefaults(t *testing.T) {
-	current, a, _ := site(t)
+	current, a, _ := siteDirs(t)
 	var asked [][]string
 	fail := true
 	empty := ""
-	p := &Proxy{
-		Resolver: &sapi.Resolver{Every: time.Hour},
+	p := &Pinner{
+		Resolver: &Resolver{Every: time.Hour},
 		Rewrite:  rewrite.Config{IncludePath: ".:/usr/share/php", Defaults: []rewrite.Setting{{Key: "auto_append_file"}}},
 		Logger:   quietLogger(),
 		PoolINI: func(_ context.Context, keys []string) (map[string]*string, error) {
@@ -35,11 +33,8 @@ func TestPoolDefaults(t *testing.T) {
 			return map[string]*string{"open_basedir": &base, "auto_prepend_file": &empty}, nil
 		},
 	}
-	p.init()
 	pin := func() string {
-		out, _, err := p.pinCounted(nil, nginxParams(current), &exchange{})
-		require.NoError(t, err)
-		return param(out, "PHP_VALUE")
+		return param(mustPin(t, p, nginxParams(current)).Params, "PHP_VALUE")
 	}
 	inc := `include_path=".:` + a + `/include"`
 	assert.Equal(t, inc+"\n"+`auto_append_file=""`+"\nmemory_limit=256M", pin(), "not learned yet")
@@ -57,38 +52,34 @@ func TestPoolDefaults(t *testing.T) {
 
 // With a default for every key there is nothing to learn.
 func TestPoolDefaultsNothingToLearn(t *testing.T) {
-	current, _, _ := site(t)
-	p := &Proxy{
-		Resolver: &sapi.Resolver{Every: time.Hour},
+	current, _, _ := siteDirs(t)
+	p := &Pinner{
+		Resolver: &Resolver{Every: time.Hour},
 		Rewrite:  rewrite.Config{PinINI: []string{"include_path"}, IncludePath: "."},
 		PoolINI: func(context.Context, []string) (map[string]*string, error) {
 			t.Error("PoolINI called")
 			return nil, nil
 		},
 	}
-	p.init()
-	_, _, err := p.pinCounted(nil, nginxParams(current), &exchange{})
-	require.NoError(t, err)
+	mustPin(t, p, nginxParams(current))
 }
 
 // A worker may still hold what an earlier incpathd process pinned it to,
 // before a restart: a path in another release. Learned so, it is unpinned
 // back to the pattern and pinned to each request's own release.
 func TestPoolDefaultsUnpinsAnEarlierPin(t *testing.T) {
-	current, a, _ := site(t)
+	current, a, _ := siteDirs(t)
 	releases := filepath.Dir(a)
 	old := releases + "/Z/lib:/tmp:" + releases + "/Y"
-	p := &Proxy{
-		Resolver: &sapi.Resolver{Every: time.Hour},
+	p := &Pinner{
+		Resolver: &Resolver{Every: time.Hour},
 		Rewrite:  rewrite.Config{PinINI: []string{"open_basedir"}},
 		Logger:   quietLogger(),
 		PoolINI: func(context.Context, []string) (map[string]*string, error) {
 			return map[string]*string{"open_basedir": &old}, nil
 		},
 	}
-	p.init()
-	out, _, err := p.pinCounted(nil, nginxParams(current), &exchange{})
-	require.NoError(t, err)
+	out := mustPin(t, p, nginxParams(current)).Params
 	assert.Equal(t, []rewrite.Setting{{Key: "open_basedir", Value: current + "/lib:/tmp:" + current}}, p.learn.cfg.Load().Defaults)
 	assert.Contains(t, param(out, "PHP_VALUE"), `open_basedir="`+a+`/lib:/tmp:`+a+`"`)
 }

@@ -1,4 +1,4 @@
-package sapi
+package pin
 
 import (
 	"errors"
@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/incpathd/incpathd/pathsafe"
 )
 
 // Errors returned by Resolver.Resolve, always wrapped with the docroot and
@@ -18,15 +20,15 @@ import (
 var (
 	// ErrUnresolvable: the docroot is missing, a dangling link, a link
 	// loop, not a directory, or not an absolute, NUL-free path.
-	ErrUnresolvable = errors.New("sapi: docroot unresolvable")
+	ErrUnresolvable = errors.New("pin: docroot unresolvable")
 	// ErrOutsideRoot: the docroot resolved to a directory outside
 	// Resolver.AllowRoots.
-	ErrOutsideRoot = errors.New("sapi: docroot outside allowed roots")
+	ErrOutsideRoot = errors.New("pin: docroot outside allowed roots")
 )
 
 // errResolvePanicked is what the requests waiting on a resolution get when
 // the resolution panicked (only a test hook can), instead of waiting forever.
-var errResolvePanicked = errors.New("sapi: resolution panicked")
+var errResolvePanicked = errors.New("pin: resolution panicked")
 
 const (
 	// DefaultMaxEntries is the cache bound when Resolver.MaxEntries is zero.
@@ -109,16 +111,16 @@ type Resolver struct {
 	// no cache. Zero means DefaultMaxEntries; negative means no bound.
 	MaxEntries int
 
-	// Watch, if not nil, is called before each resolution that Resolve
-	// will cache, to watch the file system entries that the resolution of
-	// docroot goes through (see Watcher). It returns true when they are
-	// watched: from then on any change to them must lead to Forget(docroot)
-	// (or Flush), so the resolution stays cached until then instead of for
-	// Every, and requests in the steady state make no system call at all.
-	// It returns false when docroot cannot be watched; the resolution then
-	// expires after Every. Watch runs before the resolution so that a change
+	// Watcher, if not nil, is asked before each resolution that Resolve
+	// will cache to watch the file system entries that the resolution of
+	// the docroot goes through. When they are watched, any change to them
+	// leads to Forget(docroot) (or Flush), so the resolution stays cached
+	// until then instead of for Every, and requests in the steady state
+	// make no system call at all. A docroot that cannot be watched expires
+	// after Every. The watch is set before the resolution so that a change
 	// made while it runs is either seen by the resolution or reported.
-	Watch func(docroot string) bool
+	// Start starts it; until then nothing is watched.
+	Watcher *Watcher
 
 	// Hooks for tests: each nil field means the real function.
 	Now          func() time.Time                  // time.Now
@@ -164,6 +166,15 @@ type call struct {
 	// predates them, so it must not be cached.
 	forgotten bool
 	watched   bool // Watch took the docroot on
+}
+
+// Start starts the Resolver's Watcher, if it has one, before the first
+// Resolve; see Watcher.start. Close the Watcher when done.
+func (r *Resolver) Start() error {
+	if r.Watcher == nil {
+		return nil
+	}
+	return r.Watcher.start(r)
 }
 
 // Resolve returns the directory that docroot resolves to: its realpath, or
@@ -246,7 +257,7 @@ func (r *Resolver) lead(key string, c *call, start int64) {
 		close(c.done)
 	}()
 	c.err = errResolvePanicked // replaced unless resolve panics
-	watched := r.Watch != nil && r.Watch(key)
+	watched := r.Watcher != nil && r.Watcher.watch(key)
 	c.resolved, c.err = r.resolve(key)
 	c.watched = watched
 }
@@ -406,13 +417,13 @@ func (r *Resolver) resolveFS(docroot string) (string, error) {
 		return "", unresolvable(docroot, fmt.Errorf("%s is not a directory", resolved))
 	}
 	if !r.allowed(resolved) {
-		return "", fmt.Errorf("sapi: resolve %q: resolved to %q: %w", docroot, resolved, ErrOutsideRoot)
+		return "", fmt.Errorf("pin: resolve %q: resolved to %q: %w", docroot, resolved, ErrOutsideRoot)
 	}
 	return resolved, nil
 }
 
 func unresolvable(docroot string, cause error) error {
-	return fmt.Errorf("sapi: resolve %q: %w: %w", docroot, cause, ErrUnresolvable)
+	return fmt.Errorf("pin: resolve %q: %w: %w", docroot, cause, ErrUnresolvable)
 }
 
 // checkPath refuses what the kernel would misread or refuse: a NUL byte
@@ -436,7 +447,7 @@ func checkPath(p string) error {
 // below the prefix, the last one included, and replaces the path up to the
 // first symlink with the link's target.
 func (r *Resolver) firstLink(docroot string) (string, error) {
-	if hasDotDot(docroot) {
+	if pathsafe.HasDotDot(docroot) {
 		return "", errors.New(`path has a ".." component`)
 	}
 	prefix := "/"
@@ -448,7 +459,7 @@ func (r *Resolver) firstLink(docroot string) (string, error) {
 	}
 	p := filepath.Clean(docroot)
 	start := 1 // the end of the first component to examine
-	if prefix != "/" && within(p, prefix) {
+	if prefix != "/" && pathsafe.Within(p, prefix) {
 		start = len(prefix)
 	}
 	for i := start; i <= len(p); i++ {
@@ -475,25 +486,6 @@ func (r *Resolver) firstLink(docroot string) (string, error) {
 	return p, nil
 }
 
-// hasDotDot reports whether p has a ".." component.
-func hasDotDot(p string) bool {
-	for _, c := range strings.Split(p, "/") {
-		if c == ".." {
-			return true
-		}
-	}
-	return false
-}
-
-// within reports whether the clean path p is root or below it, by whole
-// components.
-func within(p, root string) bool {
-	if root == "/" {
-		return true
-	}
-	return p == root || len(p) > len(root) && p[len(root)] == '/' && p[:len(root)] == root
-}
-
 // Allowed reports whether the absolute path p, cleaned lexically, is at or
 // below one of AllowRoots, or AllowRoots is empty. It touches no file: for
 // paths that need no resolution, such as a docroot a trusted front end
@@ -514,7 +506,7 @@ func (r *Resolver) allowed(resolved string) bool {
 		if root == "" {
 			continue
 		}
-		if within(resolved, filepath.Clean(root)) {
+		if pathsafe.Within(resolved, filepath.Clean(root)) {
 			return true
 		}
 	}
