@@ -337,8 +337,9 @@ wait_status() {
     get "$path"
     [ "$status" = "$want" ] && return 0
     ((SECONDS < end)) || { why="got $status: $body"; return 1; }
+    # socket-dir is a one-shot step: it exits once it has done its job.
     exited=$("${compose[@]}" ps --all --status exited --format '{{.Service}}' 2>/dev/null |
-      grep -v "^${ignore_exited:-}\$" || true)
+      grep -v -e '^socket-dir$' -e "^${ignore_exited:-}\$" || true)
     [ -z "$exited" ] || { why="got $status, and $exited exited"; return 1; }
     sleep 0.5
   done
