@@ -1,7 +1,6 @@
 package control
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/incpathd/incpathd/internal/unixsock"
 )
@@ -81,29 +79,11 @@ func Listen(addr string, mode os.FileMode, allowRemote bool) (net.Listener, erro
 
 // Handler serves GET /releases with status's answer.
 func Handler(status func() Status) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /releases", func(w http.ResponseWriter, r *http.Request) {
-		b, err := json.MarshalIndent(status(), "", "  ")
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		w.Write(append(b, '\n'))
-	})
-	return mux
+	return (&Endpoint{Status: status}).Handler()
 }
 
 // Server is the control endpoint: Handler served on a listener with
-// timeouts fit for a local, read-only endpoint.
+// timeouts fit for a local endpoint.
 func Server(status func() Status) *http.Server {
-	return &http.Server{
-		Handler:           Handler(status),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       time.Minute,
-		MaxHeaderBytes:    16 << 10,
-	}
+	return (&Endpoint{Status: status}).Server()
 }

@@ -83,8 +83,17 @@ func refused(err error) bool {
 // holds reports whether a failed dial makes the request wait for the
 // application server instead of failing. A dial the caller gave up on
 // comes back as its context's cause, not ErrDial, and is never held.
-func (p *Pool) holds(err error) bool {
-	return p.Hold > 0 && errors.Is(err, ErrDial) && refused(err)
+func (p *Pool) holds(ctx context.Context, err error) bool {
+	return p.Hold > 0 && errors.Is(err, ErrDial) && refused(err) && ctx.Value(noHoldKey{}) == nil
+}
+
+type noHoldKey struct{}
+
+// WithoutHold returns a context under which Get and Fresh fail at once when
+// the application server refuses connections, instead of holding: for a
+// health check, which must say what it finds.
+func WithoutHold(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noHoldKey{}, true)
 }
 
 // markDown puts the pool in its hold after a refused dial: new requests
@@ -102,6 +111,16 @@ func (p *Pool) markDown(cause error) {
 	p.logger().Warn("upstream refuses connections; holding new requests until it accepts again",
 		"upstream", p.Address, "hold", p.Hold, "err", cause)
 	go p.probeUntilUp(p.hold.up, p.hold.kick)
+}
+
+// holdCause is the dial error that started the hold under way.
+func (p *Pool) holdCause() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hold.cause == nil { // up again meanwhile
+		return fmt.Errorf("%w %s: refused a moment ago", ErrDial, p.Address)
+	}
+	return p.hold.cause
 }
 
 // waitUp holds a request until the pool is up again, the deadline passes

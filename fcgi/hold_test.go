@@ -161,3 +161,23 @@ func TestHoldOnlyRefusals(t *testing.T) {
 	assert.Less(t, time.Since(start), time.Second)
 	assert.False(t, p.HoldStats().Down)
 }
+
+// A health check does not hold: under WithoutHold a down pool fails at
+// once, whether this dial or an earlier one found it down.
+func TestHoldWithout(t *testing.T) {
+	checkGoroutines(t)
+	addr, _ := downAddr(t)
+	p := &Pool{Address: addr, Hold: 10 * time.Second, Logger: slog.New(slog.DiscardHandler)}
+	defer p.Close()
+	ctx := WithoutHold(context.Background())
+	start := time.Now()
+	_, err := p.Fresh(ctx)
+	assert.ErrorIs(t, err, ErrDial)
+	ch := getAsync(context.Background(), p)
+	require.Eventually(t, func() bool { return p.HoldStats().Holding == 1 }, 5*time.Second, time.Millisecond)
+	_, _, err = p.Get(ctx)
+	assert.ErrorIs(t, err, ErrDial)
+	assert.Less(t, time.Since(start), 2*time.Second)
+	p.Close()
+	assert.ErrorIs(t, waitResult(t, ch).err, ErrPoolClosed)
+}

@@ -133,8 +133,11 @@ func (p *Pool) get(ctx context.Context, check bool) (c *Conn, reused bool, err e
 func (p *Pool) getHeld(ctx context.Context, check bool, held *time.Time) (c *Conn, reused bool, err error) {
 	for {
 		c, reused, err = p.get1(ctx, check)
-		if err == nil || !errors.Is(err, errHolding) && !p.holds(err) {
+		if err == nil || !errors.Is(err, errHolding) && !p.holds(ctx, err) {
 			return c, reused, err
+		}
+		if ctx.Value(noHoldKey{}) != nil {
+			return nil, false, p.holdCause()
 		}
 		if !errors.Is(err, errHolding) {
 			p.markDown(err)

@@ -23,7 +23,7 @@ func (p *Pool) Fresh(ctx context.Context) (*Conn, error) {
 		}
 		c.nc.Close()
 		c, _, err = p.dial(ctx) // in the slot c held; dial frees it on failure
-		if err == nil || !p.holds(err) {
+		if err == nil || !p.holds(ctx, err) {
 			return c, err
 		}
 		p.markDown(err)

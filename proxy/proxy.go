@@ -19,12 +19,17 @@ import (
 	"github.com/incpathd/incpathd/inflight"
 	"github.com/incpathd/incpathd/rewrite"
 	"github.com/incpathd/incpathd/sapi"
+	upstreams "github.com/incpathd/incpathd/upstream"
 )
 
 // Proxy is an fcgi.Handler that pins requests and forwards them to Pool.
 type Proxy struct {
-	// Pool is the upstream application server. It must be set.
+	// Pool is the upstream application server. It must be set unless
+	// Upstreams is.
 	Pool *fcgi.Pool
+	// Upstreams, if not nil, are named pools: each request goes to the one
+	// active when it starts (upstreams.Set.Acquire), instead of Pool.
+	Upstreams *upstreams.Set
 	// Policy decides, per front end, whether DOCUMENT_ROOT is trusted,
 	// resolved, or left alone.
 	Policy sapi.Policy
@@ -106,14 +111,20 @@ func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
 	x.buf = c.buf
 	params, counter, err := p.pinCounted(c.params[:0], r.Params, &x)
 	defer counter.Done()
+	pool := p.Pool
 	if err == nil {
-		err = p.forward(w, r, c, params, &x)
+		if p.Upstreams != nil {
+			u := p.Upstreams.Acquire()
+			pool = u.FCGI
+			defer u.Release()
+		}
+		err = p.forward(w, r, c, pool, params, &x)
 	}
 	clear(params)
 	c.params, c.buf = params[:0], x.buf
 	calls.Put(c)
 	if err != nil {
-		if status := p.fail(w, r, err); status != 0 {
+		if status := p.fail(w, r, pool, err); status != 0 {
 			x.status = status
 		} else {
 			err = nil // the application's response went out whole
@@ -196,10 +207,12 @@ func param(params []fcgi.Pair, name string) string {
 
 // forward sends the request upstream and streams the answer back. A reused
 // connection that fails before the first response byte is replaced once by
-// a fresh one: php-fpm closes kept connections when it recycles a worker.
-// A request that may be replayed so skips the liveness check of the first
+// a fresh one: php-fpm closes kept connections when it recycles a worker,
+// and a stopped php-fpm ends the requests it runs without a byte (the
+// fresh connection then waits in the pool's hold until it is back). A
+// request that may be replayed so skips the liveness check of the first
 // connection, a system call; one that may not has it checked.
-func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, params []fcgi.Pair, x *exchange) error {
+func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, pool *fcgi.Pool, params []fcgi.Pair, x *exchange) error {
 	bodyDone := r.Body.Done() // before the body streams
 	canReplay := replayable(bodyDone, param(r.Params, "REQUEST_METHOD"))
 	ctx := requestContext{r}
@@ -210,21 +223,21 @@ func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, params
 		switch {
 		case attempt > 0:
 			// Not another idle connection: it may be closing too.
-			uc, err = p.Pool.Fresh(ctx)
+			uc, err = pool.Fresh(ctx)
 		case canReplay:
-			uc, reused, err = p.Pool.GetUnchecked(ctx)
+			uc, reused, err = pool.GetUnchecked(ctx)
 		default:
-			uc, reused, err = p.Pool.Get(ctx)
+			uc, reused, err = pool.Get(ctx)
 		}
 		if err != nil {
 			return err
 		}
 		started, err := p.roundTrip(w, r, c, uc, params, x)
 		if err == nil {
-			p.Pool.Put(uc)
+			pool.Put(uc)
 			return nil
 		}
-		p.Pool.Discard(uc)
+		pool.Discard(uc)
 		if reused && !started && attempt == 0 && canReplay && r.Context().Err() == nil {
 			p.stats.Retries.Add(1)
 			continue

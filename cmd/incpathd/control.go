@@ -16,6 +16,7 @@ import (
 	"github.com/incpathd/incpathd/control"
 	"github.com/incpathd/incpathd/inflight"
 	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/upstream"
 )
 
 // releasesConfig holds the flags for watching docroot links and for the
@@ -61,7 +62,7 @@ type releases struct {
 // startReleases starts watching r's docroots and, with --control, counting
 // requests per release and serving the control endpoint. It must run before
 // r's first Resolve.
-func startReleases(c *config, r *sapi.Resolver, log *slog.Logger, lc *lifecycle) (*releases, error) {
+func startReleases(c *config, r *sapi.Resolver, log *slog.Logger, lc *lifecycle, set *upstream.Set) (*releases, error) {
 	rs := &releases{watcher: &sapi.Watcher{Logger: log, Disabled: !c.watch}}
 	if c.pattern != "" {
 		// Usually the site's docroot link: report its release as in use
@@ -75,7 +76,8 @@ func startReleases(c *config, r *sapi.Resolver, log *slog.Logger, lc *lifecycle)
 	}
 	// Someone reads the counts: the control endpoint, the metrics, or both.
 	rs.tracker = &inflight.Tracker{}
-	rs.source = &control.Source{Releases: rs.tracker, Resolver: r, Watcher: rs.watcher}
+	rs.source = &control.Source{Releases: rs.tracker, Resolver: r, Watcher: rs.watcher,
+		Upstreams: set, Audit: &control.Audit{Logger: log}}
 	if c.control == "" {
 		return rs, nil
 	}
@@ -89,7 +91,7 @@ func startReleases(c *config, r *sapi.Resolver, log *slog.Logger, lc *lifecycle)
 		rs.watcher.Close()
 		return nil, err
 	}
-	rs.srv = control.Server(rs.source.Status)
+	rs.srv = (&control.Endpoint{Status: rs.source.Status, Upstreams: set, Audit: rs.source.Audit, CheckTimeout: c.connectTimeout}).Server()
 	rs.srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	rs.done = make(chan struct{})
 	go rs.serveControl(l, log)

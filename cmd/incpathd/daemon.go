@@ -11,6 +11,7 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/health"
+	"github.com/incpathd/incpathd/upstream"
 	"github.com/incpathd/incpathd/maintenance"
 	"github.com/incpathd/incpathd/metrics"
 	"github.com/incpathd/incpathd/proxy"
@@ -31,7 +32,7 @@ type daemon struct {
 // startDaemon sets up everything but the FastCGI serving itself: it may
 // wrap srv.Handler (maintenance mode) and set p.Observer (metrics). It owns
 // lc from then on, and closes it if it fails.
-func startDaemon(c *config, lc *lifecycle, log *slog.Logger, pool *fcgi.Pool, p *proxy.Proxy, srv *fcgi.Server, rel *releases) (_ *daemon, err error) {
+func startDaemon(c *config, lc *lifecycle, log *slog.Logger, set *upstream.Set, p *proxy.Proxy, srv *fcgi.Server, rel *releases) (_ *daemon, err error) {
 	d := &daemon{log: log, lc: lc}
 	defer func() {
 		if err != nil {
@@ -60,7 +61,7 @@ func startDaemon(c *config, lc *lifecycle, log *slog.Logger, pool *fcgi.Pool, p 
 		return nil, fmt.Errorf("--metrics: %w", err)
 	}
 	if ml != nil {
-		d.startHTTP(c, ml, pool, p, rel)
+		d.startHTTP(c, ml, set, p, rel)
 	}
 
 	if d.listeners, err = d.lc.fcgiListeners(c); err != nil {
@@ -70,10 +71,10 @@ func startDaemon(c *config, lc *lifecycle, log *slog.Logger, pool *fcgi.Pool, p 
 }
 
 // startHTTP serves /metrics, /healthz and /readyz on l.
-func (d *daemon) startHTTP(c *config, l net.Listener, pool *fcgi.Pool, p *proxy.Proxy, rel *releases) {
+func (d *daemon) startHTTP(c *config, l net.Listener, set *upstream.Set, p *proxy.Proxy, rel *releases) {
 	src := metrics.Sources{
 		Proxy:            p,
-		Pool:             pool,
+		Upstreams:        set,
 		Resolver:         p.Resolver,
 		Version:          version,
 		FrontEnds:        append(append([]string(nil), c.docrootSAPIs...), c.realpathSAPIs...),
@@ -85,16 +86,10 @@ func (d *daemon) startHTTP(c *config, l net.Listener, pool *fcgi.Pool, p *proxy.
 	}
 	m := metrics.New(src)
 	p.Observer = m
-	checker := &health.Checker{
-		Pool:         pool,
-		PingPath:     c.ops.upstreamPing,
-		PingResponse: c.ops.upstreamPingResponse,
-		Timeout:      c.connectTimeout,
-	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
 	mux.Handle("GET /healthz", health.Live())
-	mux.Handle("GET /readyz", checker.Ready())
+	mux.Handle("GET /readyz", ready(set))
 	d.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

@@ -39,7 +39,7 @@ func main() {
 
 // config is everything the flags decide.
 type config struct {
-	listen, listenMode, upstream     string
+	listen, listenMode               string
 	pattern, includePath             string
 	docrootSAPIs, realpathSAPIs      []string
 	realpathEvery                    time.Duration
@@ -57,6 +57,7 @@ type config struct {
 	logFormat, logLevel              string
 	keepHTTPProxy, showVersion       bool
 	releasesConfig
+	up  upstreamConfig
 	ops opsConfig
 	rt  runtimeConfig
 
@@ -71,7 +72,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.SortFlags = false
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:9001", "address the web server connects to: host:port, or unix:/path")
 	fs.StringVar(&c.listenMode, "listen-mode", "0660", "permissions of a unix listen socket (octal)")
-	fs.StringVar(&c.upstream, "upstream", "127.0.0.1:9000", "php-fpm address: host:port, or unix:/path")
+	addUpstreamFlags(fs, &c.up)
 	fs.StringVar(&c.pattern, "search-replace-pattern", "", "path replaced by the resolved docroot in pinned ini values (incpath.search_replace_pattern); empty: the request's DOCUMENT_ROOT")
 	fs.StringVar(&c.includePath, "include-path", "", "include_path used when a request carries none, so every request gets a pinned one")
 	fs.StringSliceVar(&c.docrootSAPIs, "docroot-sapi-list", nil, "front ends whose DOCUMENT_ROOT is trusted as already resolved (e.g. nginx with $realpath_root)")
@@ -115,7 +116,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	c := &config{}
 	fs := newFlagSet(c, stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: incpathd [serve] [flags]\n       incpathd activate|drain|exec|maintenance ... (incpathd help COMMAND)\n\nEvery flag can also be set by the environment variable INCPATHD_<FLAG>, e.g. INCPATHD_UPSTREAM.\n\n")
+		fmt.Fprintf(stderr, "Usage: incpathd [serve] [flags]\n       incpathd activate|drain|exec|maintenance|upstream ... (incpathd help COMMAND)\n\nEvery flag can also be set by the environment variable INCPATHD_<FLAG>, e.g. INCPATHD_UPSTREAM.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -180,6 +181,9 @@ func (c *config) validate() error {
 	}
 	if c.poolProbeDir != "" && !strings.HasPrefix(c.poolProbeDir, "/") {
 		return fmt.Errorf("--pool-probe-dir: %q is not an absolute path", c.poolProbeDir)
+	}
+	if err := c.up.validate(); err != nil {
+		return err
 	}
 	if err := c.releasesConfig.validate(); err != nil {
 		return err
@@ -265,6 +269,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return maintenanceCmd(args[1:], getenv, stdout, stderr)
 		case "activate":
 			return activate(ctx, args[1:], getenv, stdout, stderr)
+		case "upstream":
+			return upstreamCmd(ctx, args[1:], getenv, stdout, stderr)
 		case "exec":
 			return execCmd(ctx, args[1:], getenv, stderr)
 		case "help":
@@ -275,7 +281,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // commands are the subcommands run dispatches on; serve is the default.
-var commands = []string{"serve", "activate", "drain", "exec", "maintenance", "help"}
+var commands = []string{"serve", "activate", "drain", "exec", "maintenance", "upstream", "help"}
 
 // help is "incpathd help [COMMAND]": the same as "incpathd [COMMAND] --help",
 // the form people type first.
@@ -319,16 +325,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log := newLogger(c, stderr)
 	tuneRuntime(c.rt, c.from["gomaxprocs"] != "", log)
 
-	pool := &fcgi.Pool{
-		Address:     c.upstream,
-		MaxConns:    c.maxConns,
-		IdleTimeout: c.upstreamIdleTimeout,
-		DialTimeout: c.connectTimeout,
-		WaitTimeout: c.queueTimeout,
-	}
-	defer pool.Close()
+	set := newUpstreams(c, log)
+	defer set.Close()
+	// The first pool is the one the pool probe asks (fpmcall), and the
+	// one the tests' hooks see.
+	pool := set.Pools()[0].FCGI
 	p := &proxy.Proxy{
-		Pool:   pool,
+		Pool:      pool,
+		Upstreams: set,
 		Policy: sapi.Policy{DocrootList: c.docrootSAPIs, RealpathList: c.realpathSAPIs},
 		Resolver: &sapi.Resolver{
 			Every:          c.realpathEvery,
@@ -362,7 +366,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	rel, err := startReleases(c, p.Resolver, log, lc)
+	rel, err := startReleases(c, p.Resolver, log, lc, set)
 	if err != nil {
 		lc.close(false)
 		log.Error("cannot serve the control endpoint", "addr", c.control, "err", err)
@@ -379,16 +383,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		IdleTimeout:    c.idleTimeout,
 		Logger:         log,
 	}
-	d, err := startDaemon(c, lc, log, pool, p, srv, rel)
+	d, err := startDaemon(c, lc, log, set, p, srv, rel)
 	if err != nil {
 		log.Error("cannot start", "listen", c.listen, "err", err)
 		return 1
 	}
 	defer d.close()
-	log.Info("incpathd serving", "version", version, "listen", d.listeners[0].Addr().String(), "upstream", c.upstream,
+	log.Info("incpathd serving", "version", version, "listen", d.listeners[0].Addr().String(), "upstream", c.up.addresses(),
 		"realpath_every", c.realpathEvery, "pattern", c.pattern, "metrics", d.httpAddr, "pid", os.Getpid())
 	if testHookServing != nil {
 		testHookServing(pool, srv)
+	}
+	if testHookUpstreams != nil {
+		testHookUpstreams(set)
 	}
 	if testHookStarted != nil {
 		if err := testHookStarted(); err != nil {
