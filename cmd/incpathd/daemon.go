@@ -11,10 +11,10 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/health"
-	"github.com/incpathd/incpathd/upstream"
 	"github.com/incpathd/incpathd/maintenance"
 	"github.com/incpathd/incpathd/metrics"
 	"github.com/incpathd/incpathd/proxy"
+	"github.com/incpathd/incpathd/upstream"
 )
 
 // daemon is what serve runs around the FastCGI server: the sockets and

@@ -333,7 +333,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	p := &proxy.Proxy{
 		Pool:      pool,
 		Upstreams: set,
-		Policy: sapi.Policy{DocrootList: c.docrootSAPIs, RealpathList: c.realpathSAPIs},
+		Policy:    sapi.Policy{DocrootList: c.docrootSAPIs, RealpathList: c.realpathSAPIs},
 		Resolver: &sapi.Resolver{
 			Every:          c.realpathEvery,
 			UseReadlink:    c.useReadlink != "",
