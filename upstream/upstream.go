@@ -112,6 +112,9 @@ func (s *Set) Lookup(name string) *Pool {
 func (s *Set) Acquire() *Pool {
 	for {
 		p := s.active.Load()
+		if testHookAcquire != nil {
+			testHookAcquire()
+		}
 		p.inFlight.Add(1)
 		if s.active.Load() == p {
 			p.requests.Add(1)
@@ -120,6 +123,10 @@ func (s *Set) Acquire() *Pool {
 		p.inFlight.Add(-1)
 	}
 }
+
+// testHookAcquire, if set, runs in Acquire between reading the active
+// pool and counting the request on it: where a Use can come between.
+var testHookAcquire func()
 
 // Use makes the pool called name the active one, and returns the one it
 // replaces. Unless force, a pool whose check fails within timeout is
