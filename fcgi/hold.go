@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"syscall"
 	"time"
@@ -108,7 +109,7 @@ func (p *Pool) markDown(cause error) {
 	p.hold.down, p.hold.since, p.hold.cause = true, time.Now(), cause
 	p.hold.up = make(chan struct{})
 	p.hold.kick = make(chan struct{}, 1)
-	p.logger().Warn("upstream refuses connections; holding new requests until it accepts again",
+	p.logger().Warn("upstream refuses connections; holding new requests until it answers again",
 		"upstream", p.Address, "hold", p.Hold, "err", cause)
 	go p.probeUntilUp(p.hold.up, p.hold.kick)
 }
@@ -174,9 +175,11 @@ func (p *Pool) waitUp(ctx context.Context, deadline time.Time) error {
 // probe dial at once.
 const holdIdle = time.Second
 
-// probeUntilUp is the hold's probe goroutine: it dials the application
-// server every HoldRetry while requests are held, and once a dial
-// succeeds it releases them, giving them the connection it made.
+// probeUntilUp is the hold's probe goroutine: it asks the application
+// server for FCGI_GET_VALUES every HoldRetry while requests are held, and
+// once one is answered it releases them. A connect alone proves nothing: a
+// php-fpm that is stopping still accepts until its master closes the
+// socket, then resets what it accepted; the answer comes from a worker.
 func (p *Pool) probeUntilUp(up chan struct{}, kick chan struct{}) {
 	t := time.NewTimer(p.holdRetry())
 	defer t.Stop()
@@ -197,15 +200,17 @@ func (p *Pool) probeUntilUp(up chan struct{}, kick chan struct{}) {
 			return // Close released the held requests
 		}
 		nc, err := p.dialNet(context.Background())
-		if err == nil || !refused(err) {
-			// Up, or failing otherwise: either way the hold is over, and
-			// the requests it releases dial for themselves (and fail
-			// with the error they get, if it is not a refusal).
-			var c *Conn
+		if err == nil {
+			err = p.answers(nc)
+			nc.Close()
 			if err == nil {
-				c = newConn(nc)
+				p.endHold(up, nil)
+				return
 			}
-			p.endHold(up, c, err)
+		} else if !refused(err) {
+			// Failing otherwise: the hold is over, and the requests it
+			// releases dial for themselves and fail with what they get.
+			p.endHold(up, err)
 			return
 		}
 		next := p.holdRetry()
@@ -216,28 +221,49 @@ func (p *Pool) probeUntilUp(up chan struct{}, kick chan struct{}) {
 	}
 }
 
-// endHold ends the pool's hold and hands c, the probe's connection, to the
-// pool if it has room, so that the first request released does not dial.
-func (p *Pool) endHold(up chan struct{}, c *Conn, err error) {
+// answers runs an FCGI_GET_VALUES round trip on nc within DialTimeout.
+func (p *Pool) answers(nc net.Conn) error {
+	nc.SetDeadline(time.Now().Add(p.dialTimeout()))
+	c := newConn(nc)
+	c.W.WriteRecord(TypeGetValues, 0, AppendPair(nil, Pair{Name: "FCGI_MPXS_CONNS"}))
+	if err := c.W.Flush(); err != nil {
+		return err
+	}
+	for {
+		h, _, err := c.R.Next()
+		if err != nil {
+			return err
+		}
+		if h.ID == 0 && h.Type == TypeGetValuesResult {
+			return nil
+		}
+	}
+}
+
+// Suspect tells the pool that a connection failed before any answer, as
+// the ones to a php-fpm that is stopping do. With Hold, the pool holds new
+// requests until the application server answers again, and Suspect
+// returns true: the caller may replay the request, which then waits for
+// that. Without Hold it does nothing and returns false.
+func (p *Pool) Suspect(err error) bool {
+	if p.Hold <= 0 {
+		return false
+	}
+	p.markDown(err)
+	return true
+}
+
+// endHold ends the pool's hold: err is nil when the application server
+// answered the probe.
+func (p *Pool) endHold(up chan struct{}, err error) {
 	p.mu.Lock()
 	ended := p.endHoldLocked(up)
 	down, held := time.Since(p.hold.since), p.hold.holding
-	keep := c != nil && !p.closed && p.open < p.maxConns()
-	if keep {
-		p.open++
-		p.stats.Dials++
-	}
 	p.mu.Unlock()
-	if c != nil && !keep {
-		c.nc.Close()
-	}
-	if keep {
-		p.Put(c)
-	}
 	switch {
 	case !ended:
-	case c != nil:
-		p.logger().Info("upstream accepts connections again; held requests go on", "upstream", p.Address, "down_for", down, "held", held)
+	case err == nil:
+		p.logger().Info("upstream answers again; held requests go on", "upstream", p.Address, "down_for", down, "held", held)
 	default:
 		p.logger().Warn("upstream hold ended: the probe failed otherwise; held requests dial again", "upstream", p.Address, "down_for", down, "held", held, "err", err)
 	}

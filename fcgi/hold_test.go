@@ -36,9 +36,8 @@ func downAddr(t *testing.T) (string, func() *fakeUpstream) {
 	}
 }
 
-// A request that finds php-fpm absent waits for it and is served on the
-// connection the probe made the moment it listens; one line logs the start
-// of the hold, one its end.
+// A request that finds php-fpm absent waits for it and goes on the moment
+// it answers the probe; one line logs the start of the hold, one its end.
 func TestHoldUntilUp(t *testing.T) {
 	checkGoroutines(t)
 	addr, startUp := downAddr(t)
@@ -53,15 +52,14 @@ func TestHoldUntilUp(t *testing.T) {
 	r := waitResult(t, ch)
 	require.NoError(t, r.err)
 	assert.Less(t, time.Since(up), 2*time.Second, "released long after the upstream listened")
-	mustRoundTrip(t, r.c, "conn 1")
+	mustRoundTrip(t, r.c, "conn 2") // the probe's was the first
 	p.Put(r.c)
 	st := p.HoldStats()
 	assert.Equal(t, HoldStats{Held: 1, Released: 1, HeldTime: st.HeldTime}, st)
 	assert.Positive(t, st.HeldTime)
-	assert.Equal(t, int32(1), u.accepted.Load(), "the probe's connection is the one the request got")
-	assert.Equal(t, uint64(1), p.Stats().Dials-p.Stats().DialErrors)
+	assert.Equal(t, int32(2), u.accepted.Load(), "the probe's and the request's")
 	assert.Contains(t, log.String(), "holding new requests")
-	assert.Contains(t, log.String(), "accepts connections again")
+	assert.Contains(t, log.String(), "answers again")
 }
 
 // Down longer than Hold: the request fails with ErrDial at the bound, not
@@ -180,4 +178,43 @@ func TestHoldWithout(t *testing.T) {
 	assert.Less(t, time.Since(start), 2*time.Second)
 	p.Close()
 	assert.ErrorIs(t, waitResult(t, ch).err, ErrPoolClosed)
+}
+
+// A php-fpm that accepts connections but resets them (stopping: its
+// master still has the socket, its workers are gone) is down: Suspect
+// holds new requests, and the probe releases them only once an answer
+// comes.
+func TestHoldSuspect(t *testing.T) {
+	checkGoroutines(t)
+	addr, startUp := downAddr(t)
+	path := strings.TrimPrefix(addr, "unix:")
+	l, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	resets := make(chan struct{})
+	go func() {
+		defer close(resets)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.(*net.UnixConn).CloseRead()
+			c.Close()
+		}
+	}()
+	p := &Pool{Address: addr, Hold: 10 * time.Second, Logger: slog.New(slog.DiscardHandler)}
+	defer p.Close()
+	assert.False(t, (&Pool{Address: addr}).Suspect(errors.New("reset")), "without Hold, nothing to wait for")
+	require.True(t, p.Suspect(errors.New("connection reset by peer")))
+	ch := getAsync(context.Background(), p)
+	expectBlocked(t, ch)
+	time.Sleep(100 * time.Millisecond)
+	expectBlocked(t, ch) // the probe connects, but no answer comes
+	l.Close()
+	<-resets
+	startUp()
+	r := waitResult(t, ch)
+	require.NoError(t, r.err)
+	p.Put(r.c)
+	assert.Equal(t, uint64(1), p.HoldStats().Released)
 }

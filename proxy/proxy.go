@@ -205,13 +205,11 @@ func param(params []fcgi.Pair, name string) string {
 	return ""
 }
 
-// forward sends the request upstream and streams the answer back. A reused
-// connection that fails before the first response byte is replaced once by
-// a fresh one: php-fpm closes kept connections when it recycles a worker,
-// and a stopped php-fpm ends the requests it runs without a byte (the
-// fresh connection then waits in the pool's hold until it is back). A
-// request that may be replayed so skips the liveness check of the first
-// connection, a system call; one that may not has it checked.
+// forward sends the request upstream and streams the answer back. A
+// request that fails before the first response byte may be replayed on a
+// fresh connection (see replay). A request that may be replayed so skips
+// the liveness check of the first connection, a system call; one that may
+// not has it checked.
 func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, pool *fcgi.Pool, params []fcgi.Pair, x *exchange) error {
 	bodyDone := r.Body.Done() // before the body streams
 	canReplay := replayable(bodyDone, param(r.Params, "REQUEST_METHOD"))
@@ -238,7 +236,7 @@ func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, c *call, pool *
 			return nil
 		}
 		pool.Discard(uc)
-		if reused && !started && attempt == 0 && canReplay && r.Context().Err() == nil {
+		if !started && canReplay && r.Context().Err() == nil && p.replay(pool, attempt, reused, err) {
 			p.stats.Retries.Add(1)
 			continue
 		}

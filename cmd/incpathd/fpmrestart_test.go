@@ -156,10 +156,17 @@ func TestFPMRestartUnderLoad(t *testing.T) {
 			for _, f := range failures(ss) {
 				t.Errorf("failed: %d %v %q at %v", f.code, f.err, f.body, f.start.Sub(stopped))
 			}
+			if len(failures(ss)) > 0 {
+				for _, l := range strings.Split(s.log.String(), "\n") {
+					if strings.Contains(l, "level=ERROR") {
+						t.Log(l)
+					}
+				}
+			}
 			assert.Positive(t, hold.Held, "no request was held: php-fpm was never seen down")
 			assert.Less(t, longest, started.Sub(stopped)+5*time.Second)
 			assert.Contains(t, s.log.String(), "holding new requests")
-			assert.Contains(t, s.log.String(), "accepts connections again")
+			assert.Contains(t, s.log.String(), "answers again")
 			s.checkNoLeaks(t)
 		})
 	}
