@@ -70,12 +70,14 @@ func (p *Pool) HoldStats() HoldStats {
 
 // refused reports whether a dial error means the application server is
 // stopped or starting, not broken: nothing listens on the port
-// (ECONNREFUSED), the unix socket is absent (ENOENT: php-fpm removes it
-// when it stops and makes it again when it starts), or the connect timed
-// out (a listen queue that is full, a host that is rebooting).
+// (ECONNREFUSED), the listening socket closed during the connect
+// (ECONNRESET: php-fpm's master exiting), the unix socket is absent
+// (ENOENT: php-fpm removes it when it stops and makes it again when it
+// starts), or the connect timed out (a listen queue that is full, a host
+// that is rebooting).
 func refused(err error) bool {
 	var se syscall.Errno
-	if errors.As(err, &se) && (se == syscall.ECONNREFUSED || se == syscall.ENOENT) {
+	if errors.As(err, &se) && (se == syscall.ECONNREFUSED || se == syscall.ECONNRESET || se == syscall.ENOENT) {
 		return true
 	}
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)
