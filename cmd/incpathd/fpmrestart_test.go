@@ -356,3 +356,94 @@ func allowedPools(sw []switched, start, end time.Time) []string {
 	}
 	return ok
 }
+
+// unitExecStart returns the arguments of the last non-empty ExecStart of a
+// systemd unit file, continuation lines joined.
+func unitExecStart(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var cmd string
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i < len(lines); i++ {
+		v, ok := strings.CutPrefix(lines[i], "ExecStart=")
+		if !ok || v == "" {
+			continue
+		}
+		for strings.HasSuffix(v, "\\") && i+1 < len(lines) {
+			i++
+			v = strings.TrimSuffix(v, "\\") + " " + lines[i]
+		}
+		cmd = v
+	}
+	require.NotEmpty(t, cmd, "no ExecStart in %s", path)
+	return strings.Fields(cmd)[1:]
+}
+
+// The blue/green drop-in starts incpathd with flags it accepts: two named
+// pools on the sockets of php-fpm-pool@.service, and the control endpoint
+// php-upgrade.sh talks to.
+func TestBlueGreenUnit(t *testing.T) {
+	args := unitExecStart(t, "../../deploy/systemd/incpathd-bluegreen.conf")
+	c, err := parse(args, func(string) string { return "" }, io.Discard)
+	require.NoError(t, err, "%v", args)
+	assert.Equal(t, []namedAddr{{"blue", "unix:/run/php/blue.sock"}, {"green", "unix:/run/php/green.sock"}}, c.up.pools)
+	assert.Equal(t, "unix:/run/incpathd/control.sock", c.control)
+	unit, err := os.ReadFile("../../deploy/systemd/php-fpm-pool@.service")
+	require.NoError(t, err)
+	assert.Contains(t, string(unit), "/etc/php-fpm-pool/%i.conf")
+	assert.Contains(t, string(unit), "KillSignal=SIGQUIT")
+}
+
+// Bad --upstream values are refused with a message that names the flag.
+func TestUpstreamFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"--upstream", "blue=unix:/a", "--upstream", "blue=unix:/b"}, `--upstream: pool "blue" given twice`},
+		{[]string{"--upstream", "unix:/a", "--upstream", "unix:/b"}, `pool "default" given twice; name each pool`},
+		{[]string{"--upstream", "bl ue=unix:/a"}, `--upstream: "bl ue": a pool name`},
+		{[]string{"--upstream", "blue="}, `--upstream: "blue=": no address`},
+		{[]string{"--upstream", "blue=unix:run/a.sock"}, "must be absolute"},
+		{[]string{"--upstream-hold", "-1s"}, "--upstream-hold: -1s is negative"},
+		{[]string{"--upstream-hold-queue", "0"}, "--upstream-hold-queue: 0 must be at least 1"},
+	} {
+		_, err := parse(tc.args, func(string) string { return "" }, io.Discard)
+		if assert.Error(t, err, "%v", tc.args) {
+			assert.Contains(t, err.Error(), tc.err)
+		}
+	}
+	c, err := parse(nil, func(k string) string {
+		if k == "INCPATHD_UPSTREAM" {
+			return "blue=127.0.0.1:9000,green=127.0.0.1:9002"
+		}
+		return ""
+	}, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, []namedAddr{{"blue", "127.0.0.1:9000"}, {"green", "127.0.0.1:9002"}}, c.up.pools, "pools from the environment, comma-separated")
+	assert.Equal(t, 10*time.Second, c.up.hold, "the hold is on by default")
+}
+
+// `incpathd upstream` refuses what it cannot do before asking anything.
+func TestUpstreamCmdUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"upstream", "use", "green"}, "no control endpoint"},
+		{[]string{"upstream", "--control", "unix:/nonexistent.sock"}, "give use NAME or status"},
+		{[]string{"upstream", "use", "--control", "unix:/nonexistent.sock"}, "name one pool"},
+		{[]string{"upstream", "flip", "--control", "unix:/nonexistent.sock"}, `unknown command "flip"`},
+		{[]string{"upstream", "use", "green", "--wait", "--timeout", "0", "--control", "unix:/x.sock"}, "must be positive"},
+	} {
+		var errb strings.Builder
+		code := run(context.Background(), tc.args, func(string) string { return "" }, io.Discard, &errb, nil)
+		assert.Equal(t, 2, code, "%v", tc.args)
+		assert.Contains(t, errb.String(), tc.want, "%v", tc.args)
+	}
+	var errb strings.Builder
+	code := run(context.Background(), []string{"upstream", "status", "--control", "unix:/nonexistent/control.sock"}, func(string) string { return "" }, io.Discard, &errb, nil)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errb.String(), "nonexistent/control.sock")
+}
