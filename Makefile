@@ -1,7 +1,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build test fuzz demo demo-deps demo-build bench vet fmt-check
+.PHONY: all build test fuzz demo demo-deps demo-build bench vet fmt-check compose-test
 
 all: build
 
@@ -71,3 +71,9 @@ demo-deps:
 demo-build:
 	@echo "$(GO) build -o bin/incpathd ./cmd/incpathd"
 	@out=$$($(GO) build -o bin/incpathd ./cmd/incpathd 2>&1) || { echo "$$out" >&2; exit 1; }
+
+# docker/compose.yaml run for real (a Docker engine, Docker Compose v2 and
+# the images are brought if missing; see the script), then the Kubernetes
+# manifest checked.
+compose-test:
+	./scripts/compose-test.sh

@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/inflight"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // socketPath returns a unix socket path short enough for sun_path.
@@ -203,9 +203,9 @@ func TestSourceStatus(t *testing.T) {
 	current := filepath.Join(root, "current")
 	require.NoError(t, os.Symlink("releases/A", current))
 
-	r := &sapi.Resolver{Every: time.Hour}
-	w := &sapi.Watcher{}
-	require.NoError(t, w.Start(r))
+	w := &pin.Watcher{}
+	r := &pin.Resolver{Every: time.Hour, Watcher: w}
+	require.NoError(t, r.Start())
 	defer w.Close()
 	var tr inflight.Tracker
 	src := &Source{Releases: &tr, Resolver: r, Watcher: w}

@@ -7,7 +7,8 @@ import (
 	"strings"
 
 	"github.com/incpathd/incpathd/inflight"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/pathsafe"
+	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/upstream"
 )
 
@@ -49,7 +50,7 @@ type ResolverStats struct {
 	Resolutions uint64 `json:"resolutions"`
 	Hits        uint64 `json:"hits"`
 	Misses      uint64 `json:"misses"`
-	// Watching: inotify watches docroot links (see sapi.Watcher).
+	// Watching: inotify watches docroot links (see pin.Watcher).
 	Watching     bool   `json:"watching"`
 	WatchEvents  uint64 `json:"watch_events"`
 	WatchForgets uint64 `json:"watch_forgets"`
@@ -58,8 +59,8 @@ type ResolverStats struct {
 // Source gathers a Status from the parts of a running incpathd.
 type Source struct {
 	Releases *inflight.Tracker // nil: nothing in flight is reported
-	Resolver *sapi.Resolver    // required
-	Watcher  *sapi.Watcher     // nil: links are the cached docroots only
+	Resolver *pin.Resolver     // required
+	Watcher  *pin.Watcher      // nil: links are the cached docroots only
 	// Upstreams and Audit, if not nil, add the pools and the recent
 	// control actions to the Status.
 	Upstreams *upstream.Set
@@ -78,14 +79,14 @@ func (s *Source) Status() Status {
 	}
 	// The cache first, the counts last: a request counts itself on its
 	// release before it checks that the cache still holds that release
-	// (proxy.pinCounted), so a release that left the cache before this
+	// (pin.Pinner.Pin), so a release that left the cache before this
 	// look has every request still using it counted by the time of the
 	// count.
-	cached := map[string]sapi.Entry{}
+	cached := map[string]pin.Entry{}
 	for _, e := range s.Resolver.Cached() {
 		cached[e.Docroot] = e
 	}
-	var links []sapi.Link
+	var links []pin.Link
 	if s.Watcher != nil {
 		links = s.Watcher.Links()
 		st.Resolver.Watching = s.Watcher.Watching()
@@ -100,7 +101,7 @@ func (s *Source) Status() Status {
 	for d, e := range cached {
 		if !seen[d] {
 			target, err := s.Resolver.Lookup(d)
-			st.Links = append(st.Links, link(sapi.Link{Docroot: d, Target: target, Err: err}, e))
+			st.Links = append(st.Links, link(pin.Link{Docroot: d, Target: target, Err: err}, e))
 		}
 	}
 	slices.SortFunc(st.Links, func(a, b Link) int { return strings.Compare(a.Docroot, b.Docroot) })
@@ -115,7 +116,7 @@ func (s *Source) Status() Status {
 	return st
 }
 
-func link(l sapi.Link, e sapi.Entry) Link {
+func link(l pin.Link, e pin.Entry) Link {
 	out := Link{Docroot: l.Docroot, Target: l.Target, Cached: e.Resolved, Watched: l.Watched || e.Watched}
 	if l.Err != nil {
 		out.Error = l.Err.Error()
@@ -132,7 +133,7 @@ func (s *Status) Busy(release ...string) []string {
 	var why []string
 	in := func(p string) bool {
 		for _, r := range release {
-			if r != "" && within(p, r) {
+			if r != "" && pathsafe.Within(filepath.Clean(p), filepath.Clean(r)) {
 				return true
 			}
 		}
@@ -159,13 +160,4 @@ func plural(n int64, one, many string) string {
 		return one
 	}
 	return many
-}
-
-// within reports whether p is root or below it, by whole components.
-func within(p, root string) bool {
-	p, root = filepath.Clean(p), filepath.Clean(root)
-	if root == "/" {
-		return true
-	}
-	return p == root || strings.HasPrefix(p, root+"/")
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // The watch for aborts starts after AbortWatchDelay, at once when it is
@@ -17,7 +19,7 @@ func TestServerAbortWatchDelay(t *testing.T) {
 		delay time.Duration
 	}{{"at once", -1}, {"default", 0}, {"50ms", 50 * time.Millisecond}} {
 		t.Run(tt.name, func(t *testing.T) {
-			checkGoroutines(t)
+			testsupport.CheckGoroutines(t)
 			started := make(chan struct{}, 1)
 			causes := make(chan error, 1)
 			ts := startServer(t, "tcp", &Server{Handler: waitHandler(started, causes, false), AbortWatchDelay: tt.delay})
@@ -41,7 +43,7 @@ func TestServerAbortWatchDelay(t *testing.T) {
 // OnAbort runs its function when the web server aborts, once; OnAbort(nil)
 // removes it; a function set after the abort runs at once.
 func TestRequestOnAbort(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	type result struct {
 		calls, lateCalls, removedCalls int32
 		cause                          error
@@ -87,7 +89,7 @@ func TestRequestOnAbort(t *testing.T) {
 // A request that ends normally never calls its OnAbort function, and its
 // context, once made, is canceled when the handler returns.
 func TestRequestEndsWithoutAbort(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	ctxs := make(chan context.Context, 1)
 	var calls atomic.Int32
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {

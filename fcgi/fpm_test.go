@@ -2,7 +2,6 @@ package fcgi
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -25,30 +24,20 @@ func TestFPMAnswersEveryRequestID(t *testing.T) {
 	c.id = 65530
 	var ids []uint16
 	for range 10 {
-		id := c.NextID()
-		ids = append(ids, id)
-		c.W.WriteBeginRequest(id, RoleResponder, FlagKeepConn)
-		require.NoError(t, c.W.WriteParams(id, []Pair{
+		// RoundTrip takes the next id and fails on a record under any
+		// other; one under the previous id would be skipped but leave the
+		// connection out of step, which the Idle count below would show.
+		var out Collector
+		_, err := c.RoundTrip(context.Background(), &Call{KeepConn: true, Params: []Pair{
 			{"SCRIPT_FILENAME", site.Current + "/index.php"},
 			{"DOCUMENT_ROOT", site.Current},
 			{"REQUEST_METHOD", "GET"},
 			{"SCRIPT_NAME", "/index.php"},
-		}))
-		c.W.WriteRecord(TypeStdin, id, nil)
-		require.NoError(t, c.W.Flush())
-		var out strings.Builder
-		for {
-			h, content, err := c.R.Next()
-			require.NoError(t, err, "request id %d", id)
-			require.Equal(t, id, h.ID, "record type %d answered under another id", h.Type)
-			if h.Type == TypeStdout {
-				out.Write(content)
-			}
-			if h.Type == TypeEndRequest {
-				break
-			}
-		}
-		assert.Contains(t, out.String(), `"release":"A"`, "request id %d", id)
+		}}, &out)
+		id := c.id
+		ids = append(ids, id)
+		require.NoError(t, err, "request id %d", id)
+		assert.Contains(t, string(out.Stdout), `"release":"A"`, "request id %d", id)
 	}
 	assert.Equal(t, []uint16{65531, 65532, 65533, 65534, 65535, 1, 2, 3, 4, 5}, ids)
 	p.Put(c)

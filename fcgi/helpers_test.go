@@ -5,10 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
-	"runtime"
-	"sync"
 	"testing"
-	"time"
 )
 
 // rec encodes one record by hand, with pad bytes of padding, so the tests
@@ -79,55 +76,4 @@ func readAllRaw(t *testing.T, b []byte) []rawRecord {
 		}
 		out = append(out, rr)
 	}
-}
-
-// checkGoroutines fails the test if, at its end, more goroutines run than at
-// its start, once they have had a few seconds to finish. Call it first, so
-// its clean-up runs after every other one. Tests that use it must not run in
-// parallel.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > base {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines: got %d; want at most %d\n%s", runtime.NumGoroutine(), base, buf)
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
-}
-
-// logBuf collects log output from several goroutines.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return true
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // downAddr returns a unix socket path where nothing listens yet (ENOENT,
@@ -39,9 +41,9 @@ func downAddr(t *testing.T) (string, func() *fakeUpstream) {
 // A request that finds php-fpm absent waits for it and goes on the moment
 // it answers the probe; one line logs the start of the hold, one its end.
 func TestHoldUntilUp(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	addr, startUp := downAddr(t)
-	var log logBuf
+	var log testsupport.LogBuffer
 	p := &Pool{Address: addr, Hold: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(&log, nil))}
 	defer p.Close()
 	ch := getAsync(context.Background(), p)
@@ -65,7 +67,7 @@ func TestHoldUntilUp(t *testing.T) {
 // Down longer than Hold: the request fails with ErrDial at the bound, not
 // before and not long after, and the probe goroutine ends with the pool.
 func TestHoldTimeout(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	addr, _ := downAddr(t)
 	p := &Pool{Address: addr, Hold: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
 	defer p.Close()
@@ -85,7 +87,7 @@ func TestHoldTimeout(t *testing.T) {
 
 // A full hold queue answers at once.
 func TestHoldFull(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	addr, start := downAddr(t)
 	p := &Pool{Address: addr, Hold: 10 * time.Second, HoldMax: 2, Logger: slog.New(slog.DiscardHandler)}
 	defer p.Close()
@@ -119,7 +121,7 @@ func TestHoldOff(t *testing.T) {
 
 // The request's own context ends a hold: an aborted request leaves.
 func TestHoldContext(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	addr, _ := downAddr(t)
 	p := &Pool{Address: addr, Hold: 10 * time.Second, Logger: slog.New(slog.DiscardHandler)}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -134,7 +136,7 @@ func TestHoldContext(t *testing.T) {
 
 // Close releases held requests at once, with ErrPoolClosed.
 func TestHoldClose(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	addr, _ := downAddr(t)
 	p := &Pool{Address: addr, Hold: 10 * time.Second, Logger: slog.New(slog.DiscardHandler)}
 	ch := getAsync(context.Background(), p)
@@ -163,7 +165,7 @@ func TestHoldOnlyRefusals(t *testing.T) {
 // A health check does not hold: under WithoutHold a down pool fails at
 // once, whether this dial or an earlier one found it down.
 func TestHoldWithout(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	addr, _ := downAddr(t)
 	p := &Pool{Address: addr, Hold: 10 * time.Second, Logger: slog.New(slog.DiscardHandler)}
 	defer p.Close()
@@ -185,7 +187,7 @@ func TestHoldWithout(t *testing.T) {
 // holds new requests, and the probe releases them only once an answer
 // comes.
 func TestHoldSuspect(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	addr, startUp := downAddr(t)
 	path := strings.TrimPrefix(addr, "unix:")
 	l, err := net.Listen("unix", path)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // trickle sends b one byte at a time, every gap, until it is sent or the
@@ -29,7 +31,7 @@ func (c *testClient) trickle(b []byte, gap time.Duration) int {
 // than it, is closed: ReadTimeout bounds the request head from its first
 // byte, so no connection can be held forever by trickling.
 func TestServerSlowlorisHead(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	var calls atomic.Int32
 	ts := startServer(t, "tcp", &Server{
 		ReadTimeout: 300 * time.Millisecond,
@@ -65,7 +67,7 @@ func TestServerSlowlorisHead(t *testing.T) {
 // An idle kept connection is closed after IdleTimeout, not ReadTimeout: the
 // read timeout starts only with the first byte of a record.
 func TestServerIdleThenRequest(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	ts := startServer(t, "tcp", &Server{ReadTimeout: 100 * time.Millisecond, IdleTimeout: 5 * time.Second, Handler: echo})
 	c := ts.dial(t)
 	time.Sleep(300 * time.Millisecond) // past ReadTimeout, within IdleTimeout
@@ -74,7 +76,7 @@ func TestServerIdleThenRequest(t *testing.T) {
 }
 
 func TestServerMaxParams(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	var calls atomic.Int32
 	ts := startServer(t, "tcp", &Server{MaxParams: 3, Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		calls.Add(1)
@@ -88,14 +90,14 @@ func TestServerMaxParams(t *testing.T) {
 	c.send(request(2, FlagKeepConn, append(testPairs, Pair{"ONE", "more"}), ""))
 	c.expectClosed()
 	assert.Equal(t, int32(1), calls.Load(), "handler called for too many params")
-	assert.True(t, eventually(time.Second, func() bool { return strings.Contains(ts.logs.String(), "more than 3 params") }),
+	assert.True(t, testsupport.Eventually(time.Second, func() bool { return strings.Contains(ts.logs.String(), "more than 3 params") }),
 		"log: got %q; want a line naming the limit", ts.logs.String())
 }
 
 // The default cap on params: a stream of empty pairs well within
 // MaxParamsBytes is refused before the pairs are built.
 func TestServerDefaultMaxParams(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		t.Errorf("handler called with %d params", len(r.Params))
 	})})
@@ -106,7 +108,7 @@ func TestServerDefaultMaxParams(t *testing.T) {
 	}
 	c.send(beginRec(1, RoleResponder, 0), rec(TypeParams, 1, content, 0), rec(TypeParams, 1, nil, 0), rec(TypeStdin, 1, nil, 0))
 	c.expectClosed()
-	assert.True(t, eventually(time.Second, func() bool { return strings.Contains(ts.logs.String(), "more than 1000 params") }),
+	assert.True(t, testsupport.Eventually(time.Second, func() bool { return strings.Contains(ts.logs.String(), "more than 1000 params") }),
 		"log: got %q", ts.logs.String())
 }
 
@@ -114,7 +116,7 @@ func TestServerDefaultMaxParams(t *testing.T) {
 // needed it: a thousand kept connections would otherwise each hold up to
 // MaxParamsBytes.
 func TestServerReleasesLargeParams(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	caps := make(chan int, 2)
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		caps <- cap(r.conn.params) // on the connection's goroutine: no race
@@ -176,7 +178,7 @@ func TestPoolDialAbandoned(t *testing.T) {
 // connection closed: the handler never runs, and the web server, which
 // waits for an END_REQUEST that cannot come, learns it at once.
 func TestServerRefusesRequestIDZero(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	var calls atomic.Int32
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		calls.Add(1)

@@ -6,6 +6,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // Apache 2.4 mod_proxy_fcgi writes the empty STDIN record of a GET after the
@@ -15,7 +17,7 @@ import (
 // (cmd/incpathd TestFrontEndApacheUnixSocket, one run in ten under -race).
 // The server must take the web server's late writes, as php-fpm does.
 func TestServerLingersForUnreadBody(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	for _, stop := range []bool{false, true} {
 		ts := startServer(t, "unix", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 			if stop {

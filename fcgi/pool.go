@@ -275,7 +275,9 @@ func (p *Pool) dial(ctx context.Context) (*Conn, bool, error) {
 		}
 		return nil, false, fmt.Errorf("%w %s: %w", ErrDial, p.Address, err)
 	}
-	return newConn(nc), false, nil
+	c := newConn(nc)
+	c.addr = p.Address
+	return c, false, nil
 }
 
 // Put gives back a connection whose last request ended cleanly with
@@ -385,6 +387,11 @@ type Conn struct {
 	W    *Writer
 	R    *Reader
 	used time.Time
+	addr string // the pool's Address, for logs
+
+	// cut breaks off every read and write under way on nc: what an abort
+	// runs. Made once, so that arming it costs nothing per request.
+	cut func()
 
 	// id is the request id of the request under way, prev that of the one
 	// before it on this connection; late is set once a record of an
@@ -404,6 +411,7 @@ func newConn(nc net.Conn) *Conn {
 	c := &Conn{nc: nc, bw: bufio.NewWriterSize(nc, 16<<10)}
 	c.W = NewWriter(c.bw)
 	c.R = NewReader(nc)
+	c.cut = func() { nc.SetDeadline(aLongTimeAgo) }
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.rc, _ = sc.SyscallConn()
 		c.peek = c.peekFD

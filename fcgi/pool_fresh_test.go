@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // Fresh never hands out a kept connection, and stays within MaxConns: with
@@ -23,7 +25,7 @@ func TestPoolFresh(t *testing.T) {
 	f, err := p.Fresh(context.Background())
 	require.NoError(t, err)
 	mustRoundTrip(t, f, "conn 2")
-	assert.True(t, eventually(2*time.Second, func() bool { return u.closed.Load() == 1 }), "the kept connection is closed")
+	assert.True(t, testsupport.Eventually(2*time.Second, func() bool { return u.closed.Load() == 1 }), "the kept connection is closed")
 	st := p.Stats()
 	assert.Equal(t, 1, st.Open)
 	assert.Equal(t, uint64(2), st.Dials)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"sync"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // fakeUpstream plays php-fpm: it answers every request on a connection with
@@ -118,28 +122,16 @@ func (u *fakeUpstream) closeConns() {
 
 // roundTrip runs one request on c and returns the upstream's answer.
 func roundTrip(c *Conn) (string, error) {
-	c.NetConn().SetDeadline(time.Now().Add(5 * time.Second))
-	defer c.NetConn().SetDeadline(time.Time{})
-	c.W.WriteBeginRequest(1, RoleResponder, FlagKeepConn)
-	c.W.WriteParams(1, []Pair{{"SCRIPT_FILENAME", "/index.php"}})
-	c.W.WriteRecord(TypeStdin, 1, nil)
-	if err := c.W.Flush(); err != nil {
-		return "", err
-	}
-	var out string
-	for {
-		h, content, err := c.R.Next()
-		if err != nil {
-			return out, err
-		}
-		switch h.Type {
-		case TypeStdout:
-			out += string(content)
-		case TypeEndRequest:
-			return out, nil
-		}
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out Collector
+	call := Call{KeepConn: true, Params: []Pair{{"SCRIPT_FILENAME", "/index.php"}}, Logger: quiet}
+	_, err := c.RoundTrip(ctx, &call, &out)
+	return string(out.Stdout), err
 }
+
+// quiet is a logger for tests whose upstream misbehaves on purpose.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func mustGet(t *testing.T, p *Pool) (*Conn, bool) {
 	t.Helper()
@@ -201,7 +193,7 @@ func (p *Pool) numWaiters() int {
 }
 
 func TestPoolReuseMostRecent(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address()}
 	defer p.Close()
@@ -233,7 +225,7 @@ func TestPoolReuseMostRecent(t *testing.T) {
 }
 
 func TestPoolUnixSocket(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "unix")
 	var network, addr string
 	p := &Pool{Address: u.address(), Dial: func(ctx context.Context, n, a string) (net.Conn, error) {
@@ -254,7 +246,7 @@ func TestPoolUnixSocket(t *testing.T) {
 }
 
 func TestPoolMaxConnsWaits(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address(), MaxConns: 2}
 	defer p.Close()
@@ -277,7 +269,7 @@ func TestPoolMaxConnsWaits(t *testing.T) {
 }
 
 func TestPoolWaitTimeout(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address(), MaxConns: 1, WaitTimeout: 50 * time.Millisecond}
 	defer p.Close()
@@ -298,7 +290,7 @@ func TestPoolWaitTimeout(t *testing.T) {
 }
 
 func TestPoolWaitContext(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address(), MaxConns: 1}
 	defer p.Close()
@@ -317,7 +309,7 @@ func TestPoolWaitContext(t *testing.T) {
 }
 
 func TestPoolDiscardWakesWaiter(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address(), MaxConns: 1}
 	defer p.Close()
@@ -330,14 +322,14 @@ func TestPoolDiscardWakesWaiter(t *testing.T) {
 	assert.NotSame(t, a, r.c)
 	assert.False(t, r.reused, "the waiter dials into the freed slot")
 	mustRoundTrip(t, r.c, "conn 2")
-	assert.True(t, eventually(time.Second, func() bool { return u.closed.Load() == 1 }), "discarded connection not closed")
+	assert.True(t, testsupport.Eventually(time.Second, func() bool { return u.closed.Load() == 1 }), "discarded connection not closed")
 	assert.Equal(t, PoolStats{Dials: 2, Open: 1}, p.Stats())
 	p.Discard(r.c)
 	assert.Equal(t, PoolStats{Dials: 2}, p.Stats())
 }
 
 func TestPoolDialError(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := l.Addr().String()
@@ -369,7 +361,7 @@ func TestPoolDialError(t *testing.T) {
 }
 
 func TestPoolDialErrorWaiter(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	var fail atomic.Bool
 	p := &Pool{Address: u.address(), MaxConns: 1, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -395,7 +387,7 @@ func TestPoolDialErrorWaiter(t *testing.T) {
 }
 
 func TestPoolStaleConn(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address()}
 	defer p.Close()
@@ -404,7 +396,7 @@ func TestPoolStaleConn(t *testing.T) {
 	assert.True(t, a.alive(), "a connection in step is alive")
 	// php-fpm recycles the worker after END_REQUEST.
 	u.closeConns()
-	require.True(t, eventually(time.Second, func() bool { return !a.alive() }), "closed connection still looks alive")
+	require.True(t, testsupport.Eventually(time.Second, func() bool { return !a.alive() }), "closed connection still looks alive")
 	p.Put(a)
 	b, reused := mustGet(t, p)
 	assert.NotSame(t, a, b)
@@ -415,14 +407,14 @@ func TestPoolStaleConn(t *testing.T) {
 }
 
 func TestPoolStrayBytes(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	u.stray.Store(true)
 	p := &Pool{Address: u.address()}
 	defer p.Close()
 	a, _ := mustGet(t, p)
 	mustRoundTrip(t, a, "conn 1")
-	require.True(t, eventually(time.Second, func() bool { return !a.alive() }), "connection out of step looks alive")
+	require.True(t, testsupport.Eventually(time.Second, func() bool { return !a.alive() }), "connection out of step looks alive")
 	p.Put(a)
 	b, reused := mustGet(t, p)
 	assert.False(t, reused)
@@ -437,7 +429,7 @@ func TestPoolStrayBytes(t *testing.T) {
 // A connection given back with an expired deadline (a caller that cut a
 // read short as the request ended) is still a good connection.
 func TestPoolPutClearsDeadline(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address()}
 	defer p.Close()
@@ -454,7 +446,7 @@ func TestPoolPutClearsDeadline(t *testing.T) {
 }
 
 func TestPoolIdlePrune(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address(), IdleTimeout: 30 * time.Millisecond}
 	defer p.Close()
@@ -462,19 +454,19 @@ func TestPoolIdlePrune(t *testing.T) {
 	b, _ := mustGet(t, p)
 	p.Put(a)
 	p.Put(b)
-	assert.True(t, eventually(2*time.Second, func() bool { return p.Stats().Open == 0 }), "stats: %+v", p.Stats())
+	assert.True(t, testsupport.Eventually(2*time.Second, func() bool { return p.Stats().Open == 0 }), "stats: %+v", p.Stats())
 	assert.Equal(t, PoolStats{Dials: 2}, p.Stats())
-	assert.True(t, eventually(time.Second, func() bool { return u.closed.Load() == 2 }), "upstream saw %d closed", u.closed.Load())
+	assert.True(t, testsupport.Eventually(time.Second, func() bool { return u.closed.Load() == 2 }), "upstream saw %d closed", u.closed.Load())
 	// The pool goes on after a prune.
 	c, reused := mustGet(t, p)
 	assert.False(t, reused)
 	mustRoundTrip(t, c, "conn 3")
 	p.Put(c)
-	assert.True(t, eventually(2*time.Second, func() bool { return p.Stats().Open == 0 }), "stats: %+v", p.Stats())
+	assert.True(t, testsupport.Eventually(2*time.Second, func() bool { return p.Stats().Open == 0 }), "stats: %+v", p.Stats())
 }
 
 func TestPoolPruneOldestOnly(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address(), IdleTimeout: time.Hour}
 	defer p.Close()
@@ -494,7 +486,7 @@ func TestPoolPruneOldestOnly(t *testing.T) {
 }
 
 func TestPoolClose(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address(), MaxConns: 2}
 	a, _ := mustGet(t, p)
@@ -511,12 +503,12 @@ func TestPoolClose(t *testing.T) {
 	p.Put(a) // closed, not kept
 	p.Discard(b)
 	assert.Equal(t, PoolStats{Dials: 2}, p.Stats())
-	assert.True(t, eventually(time.Second, func() bool { return u.closed.Load() == 2 }), "upstream saw %d closed", u.closed.Load())
+	assert.True(t, testsupport.Eventually(time.Second, func() bool { return u.closed.Load() == 2 }), "upstream saw %d closed", u.closed.Load())
 	require.NoError(t, p.Close(), "Close twice")
 }
 
 func TestPoolCloseIdle(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address()}
 	a, _ := mustGet(t, p)
@@ -525,14 +517,14 @@ func TestPoolCloseIdle(t *testing.T) {
 	p.Put(b)
 	require.NoError(t, p.Close())
 	assert.Equal(t, PoolStats{Dials: 2}, p.Stats())
-	assert.True(t, eventually(time.Second, func() bool { return u.closed.Load() == 2 }), "upstream saw %d closed", u.closed.Load())
+	assert.True(t, testsupport.Eventually(time.Second, func() bool { return u.closed.Load() == 2 }), "upstream saw %d closed", u.closed.Load())
 }
 
 // Many requests over few connections; run with -race.
 func TestPoolConcurrent(t *testing.T) {
 	for _, discard := range []bool{false, true} {
 		t.Run(fmt.Sprintf("discard=%v", discard), func(t *testing.T) {
-			checkGoroutines(t)
+			testsupport.CheckGoroutines(t)
 			u := startUpstream(t, "tcp")
 			const maxConns, workers, iterations = 3, 16, 30
 			p := &Pool{Address: u.address(), MaxConns: maxConns}
@@ -582,7 +574,7 @@ func TestPoolConcurrent(t *testing.T) {
 // and only the id of the request before counts as late; a connection that
 // saw a late record is closed by Put, not kept.
 func TestConnRequestIDs(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address()}
 	defer p.Close()

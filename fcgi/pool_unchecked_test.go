@@ -7,19 +7,21 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // GetUnchecked hands out an idle connection without the system call that
 // would show php-fpm closed it; the caller's replay uses Get, which does.
 func TestPoolGetUnchecked(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	p := &Pool{Address: u.address()}
 	defer p.Close()
 	a, _ := mustGet(t, p)
 	mustRoundTrip(t, a, "conn 1")
 	u.closeConns()
-	require.True(t, eventually(time.Second, func() bool { return !a.alive() }), "closed connection still looks alive")
+	require.True(t, testsupport.Eventually(time.Second, func() bool { return !a.alive() }), "closed connection still looks alive")
 	p.Put(a)
 
 	b, reused, err := p.GetUnchecked(context.Background())
@@ -40,7 +42,7 @@ func TestPoolGetUnchecked(t *testing.T) {
 // Bytes already read from an idle connection put it out of step: even
 // GetUnchecked, which makes no system call, does not hand it out.
 func TestPoolGetUncheckedBuffered(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
 	u.stray.Store(true)
 	p := &Pool{Address: u.address()}
@@ -48,7 +50,7 @@ func TestPoolGetUncheckedBuffered(t *testing.T) {
 	a, _ := mustGet(t, p)
 	mustRoundTrip(t, a, "conn 1")
 	// Read the stray bytes into the connection's buffer.
-	require.True(t, eventually(time.Second, func() bool {
+	require.True(t, testsupport.Eventually(time.Second, func() bool {
 		a.NetConn().SetReadDeadline(time.Now().Add(time.Millisecond))
 		a.R.r.Peek(1)
 		return a.R.Buffered() > 0

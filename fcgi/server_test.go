@@ -19,13 +19,15 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // testServer is a Server on a real listener, closed when the test ends.
 type testServer struct {
 	*Server
 	network, addr string
-	logs          *logBuf
+	logs          *testsupport.LogBuffer
 
 	served   chan error
 	once     sync.Once
@@ -34,7 +36,7 @@ type testServer struct {
 
 func startServer(t *testing.T, network string, s *Server) *testServer {
 	t.Helper()
-	ts := &testServer{Server: s, network: network, logs: &logBuf{}, served: make(chan error, 1)}
+	ts := &testServer{Server: s, network: network, logs: &testsupport.LogBuffer{}, served: make(chan error, 1)}
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.NewTextHandler(ts.logs, nil))
 	}
@@ -199,7 +201,7 @@ const testEcho = "SCRIPT_FILENAME=/srv/www/index.php\nEMPTY=\nQUERY_STRING=a=1\n
 func TestServerEcho(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network, func(t *testing.T) {
-			checkGoroutines(t)
+			testsupport.CheckGoroutines(t)
 			ts := startServer(t, network, &Server{Handler: echo})
 			c := ts.dial(t)
 			c.send(request(1, 0, testPairs, "hello"))
@@ -218,7 +220,7 @@ func TestServerEcho(t *testing.T) {
 }
 
 func TestServerRequestFields(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	type seen struct {
 		id       uint16
 		keep     bool
@@ -241,7 +243,7 @@ func TestServerRequestFields(t *testing.T) {
 }
 
 func TestServerKeepConn(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	var calls atomic.Int32
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		calls.Add(1)
@@ -262,7 +264,7 @@ func TestServerKeepConn(t *testing.T) {
 // Records arrive in any split the web server likes: params over several
 // records, padding, a body in many records.
 func TestServerSplitRecords(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	ts := startServer(t, "tcp", &Server{Handler: echo})
 	c := ts.dial(t)
 	p1 := AppendPair(nil, Pair{"A", "1"})
@@ -285,7 +287,7 @@ func TestServerSplitRecords(t *testing.T) {
 }
 
 func TestServerGetValues(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	ts := startServer(t, "tcp", &Server{Handler: echo, MaxConns: 7})
 	c := ts.dial(t)
 	ask := encodePairs([]Pair{{"FCGI_MAX_CONNS", ""}, {"FCGI_MAX_REQS", ""}, {"FCGI_MPXS_CONNS", ""}, {"OTHER", ""}})
@@ -321,7 +323,7 @@ func TestServerGetValues(t *testing.T) {
 }
 
 func TestServerUnknownType(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	ts := startServer(t, "tcp", &Server{Handler: echo})
 	c := ts.dial(t)
 	for _, typ := range []uint8{0, TypeEndRequest, TypeStdout, TypeUnknownType, 12, 255} {
@@ -338,7 +340,7 @@ func TestServerUnknownType(t *testing.T) {
 }
 
 func TestServerUnknownRole(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	var calls atomic.Int32
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		calls.Add(1)
@@ -373,7 +375,7 @@ func TestServerUnknownRole(t *testing.T) {
 // request is refused with CANT_MPX_CONN, its records are skipped, and the
 // first one is served.
 func TestServerCantMpxConn(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	var calls atomic.Int32
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		calls.Add(1)
@@ -407,7 +409,7 @@ func TestServerCantMpxConn(t *testing.T) {
 }
 
 func TestServerAbortDuringParams(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	var calls atomic.Int32
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		calls.Add(1)
@@ -429,7 +431,7 @@ func TestServerAbortDuringParams(t *testing.T) {
 }
 
 func TestServerMaxParamsBytes(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	var calls atomic.Int32
 	ts := startServer(t, "tcp", &Server{MaxParamsBytes: 100, Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		calls.Add(1)
@@ -450,7 +452,7 @@ func TestServerMaxParamsBytes(t *testing.T) {
 		rec(TypeParams, 1, nil, 0), rec(TypeStdin, 1, nil, 0))
 	c.expectClosed()
 	assert.Equal(t, int32(1), calls.Load(), "handler called for params over the limit")
-	assert.True(t, eventually(time.Second, func() bool { return strings.Contains(ts.logs.String(), ErrParamsTooLarge.Error()) }),
+	assert.True(t, testsupport.Eventually(time.Second, func() bool { return strings.Contains(ts.logs.String(), ErrParamsTooLarge.Error()) }),
 		"log: got %q; want a line with %q", ts.logs.String(), ErrParamsTooLarge)
 }
 
@@ -472,7 +474,7 @@ func TestServerMalformed(t *testing.T) {
 	for _, tt := range tests {
 		for _, network := range []string{"tcp", "unix"} {
 			t.Run(tt.desc+"/"+network, func(t *testing.T) {
-				checkGoroutines(t)
+				testsupport.CheckGoroutines(t)
 				ts := startServer(t, network, &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 					t.Errorf("handler called")
 				})})
@@ -480,7 +482,7 @@ func TestServerMalformed(t *testing.T) {
 				c.send(tt.input)
 				c.nc.(interface{ CloseWrite() error }).CloseWrite()
 				c.expectClosed()
-				assert.True(t, eventually(time.Second, func() bool { return strings.Contains(ts.logs.String(), tt.log) }),
+				assert.True(t, testsupport.Eventually(time.Second, func() bool { return strings.Contains(ts.logs.String(), tt.log) }),
 					"log: got %q; want a line with %q", ts.logs.String(), tt.log)
 			})
 		}
@@ -488,7 +490,7 @@ func TestServerMalformed(t *testing.T) {
 }
 
 func TestServerReadTimeout(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	var calls atomic.Int32
 	ts := startServer(t, "tcp", &Server{ReadTimeout: 50 * time.Millisecond, Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		calls.Add(1)
@@ -509,7 +511,7 @@ func TestServerReadTimeout(t *testing.T) {
 }
 
 func TestServerBodyStreaming(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	type result struct {
 		body   []byte
 		chunks []int
@@ -562,7 +564,7 @@ func TestServerBodyStreaming(t *testing.T) {
 }
 
 func TestServerBodyRead(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	got := make(chan string, 1)
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		var sb strings.Builder
@@ -607,7 +609,7 @@ func waitHandler(started chan<- struct{}, causes chan<- error, readBody bool) Ha
 }
 
 func TestServerAbortMidBody(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	type result struct {
 		chunk       string
 		err, cause  error
@@ -663,7 +665,7 @@ func TestServerAbortAfterBody(t *testing.T) {
 		}},
 	} {
 		t.Run(tt.desc, func(t *testing.T) {
-			checkGoroutines(t)
+			testsupport.CheckGoroutines(t)
 			started := make(chan struct{}, 1)
 			causes := make(chan error, 1)
 			mode := waitHandler(started, causes, tt.readBody)
@@ -691,7 +693,7 @@ func TestServerAbortAfterBody(t *testing.T) {
 // An abort for another request id, or another record, does not cancel the
 // running request.
 func TestServerWatchIgnoresOtherRecords(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	started := make(chan struct{}, 1)
 	causes := make(chan error, 1)
 	release := make(chan struct{})
@@ -720,7 +722,7 @@ func TestServerWatchIgnoresOtherRecords(t *testing.T) {
 }
 
 func TestServerClientGone(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	started := make(chan struct{}, 1)
 	causes := make(chan error, 1)
 	ts := startServer(t, "tcp", &Server{Handler: waitHandler(started, causes, false)})
@@ -735,7 +737,7 @@ func TestServerClientGone(t *testing.T) {
 }
 
 func TestServerClientGoneDuringBody(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	got := make(chan error, 1)
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		_, err := io.ReadAll(&r.Body)
@@ -765,7 +767,7 @@ func TestServerClientGoneDuringBody(t *testing.T) {
 }
 
 func TestServerStopBody(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	type result struct {
 		first string
 		err   error
@@ -820,7 +822,7 @@ func TestServerStopBody(t *testing.T) {
 }
 
 func TestServerResponseWriter(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		n, err := w.Write(make([]byte, MaxContent+10))
 		if err != nil || n != MaxContent+10 {
@@ -854,7 +856,7 @@ func TestServerResponseWriter(t *testing.T) {
 }
 
 func TestServerResponseFlush(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	next := make(chan struct{})
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		w.Write([]byte("part1"))
@@ -877,7 +879,7 @@ func TestServerResponseFlush(t *testing.T) {
 }
 
 func TestServerAbandon(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		w.Write([]byte("partial"))
 		w.Abandon()
@@ -895,7 +897,7 @@ func TestServerAbandon(t *testing.T) {
 }
 
 func TestServerHandlerPanic(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
 		if len(r.Params) == 0 {
 			panic("boom")
@@ -912,7 +914,7 @@ func TestServerHandlerPanic(t *testing.T) {
 }
 
 func TestServerShutdown(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	started := make(chan struct{}, 1)
 	release := make(chan struct{})
 	ts := startServer(t, "tcp", &Server{Handler: HandlerFunc(func(w *ResponseWriter, r *Request) {
@@ -962,7 +964,7 @@ func TestServerShutdown(t *testing.T) {
 }
 
 func TestServerShutdownDeadline(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	causes := make(chan error, 1)
 	started := make(chan struct{}, 1)
 	ts := startServer(t, "tcp", &Server{Handler: waitHandler(started, causes, false)})
@@ -978,7 +980,7 @@ func TestServerShutdownDeadline(t *testing.T) {
 }
 
 func TestServerMaxConns(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	ts := startServer(t, "tcp", &Server{Handler: echo, MaxConns: 2})
 	getValues := rec(TypeGetValues, 0, encodePairs([]Pair{{"FCGI_MAX_CONNS", ""}}), 0)
 	want := string(encodePairs([]Pair{{"FCGI_MAX_CONNS", "2"}}))
@@ -997,7 +999,7 @@ func TestServerMaxConns(t *testing.T) {
 }
 
 func TestServerIdleTimeout(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	ts := startServer(t, "tcp", &Server{Handler: echo, IdleTimeout: 50 * time.Millisecond})
 	start := time.Now()
 	c := ts.dial(t)
@@ -1014,7 +1016,7 @@ func TestServerIdleTimeout(t *testing.T) {
 }
 
 func TestServerCloseWhileServing(t *testing.T) {
-	checkGoroutines(t)
+	testsupport.CheckGoroutines(t)
 	started := make(chan struct{}, 1)
 	causes := make(chan error, 1)
 	ts := startServer(t, "tcp", &Server{Handler: waitHandler(started, causes, false)})

@@ -152,10 +152,6 @@ func (c *Caller) call(ctx context.Context, action string, extra []fcgi.Pair) ([]
 }
 
 func (c *Caller) roundTrip(ctx context.Context, uc *fcgi.Conn, action string, extra []fcgi.Pair) ([]byte, error) {
-	nc := uc.NetConn()
-	deadline, _ := ctx.Deadline()
-	nc.SetDeadline(deadline)
-	defer nc.SetDeadline(time.Time{})
 	name := "/" + filepath.Base(c.path)
 	params := append([]fcgi.Pair{
 		{Name: "GATEWAY_INTERFACE", Value: "CGI/1.1"},
@@ -169,43 +165,14 @@ func (c *Caller) roundTrip(ctx context.Context, uc *fcgi.Conn, action string, ex
 		{Name: paramSecret, Value: c.secret},
 		{Name: paramAction, Value: action},
 	}, extra...)
-	const id = 1
-	uc.W.WriteBeginRequest(id, fcgi.RoleResponder, fcgi.FlagKeepConn)
-	if err := uc.W.WriteParams(id, params); err != nil {
+	out := fcgi.Collector{Max: maxAnswer}
+	if _, err := uc.RoundTrip(ctx, &fcgi.Call{Params: params, KeepConn: true}, &out); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCall, err)
 	}
-	uc.W.WriteRecord(fcgi.TypeStdin, id, nil)
-	if err := uc.W.Flush(); err != nil {
-		return nil, fmt.Errorf("%w: sending: %w", ErrCall, err)
+	if len(out.Stderr) > 0 {
+		return nil, fmt.Errorf("%w: php-fpm: %.200s (%s)", ErrCall, bytes.TrimSpace(out.Stderr), hint)
 	}
-	var stdout, stderr bytes.Buffer
-	for {
-		h, content, err := uc.R.Next()
-		if err != nil {
-			return nil, fmt.Errorf("%w: reading the answer: %w", ErrCall, err)
-		}
-		if h.ID != id {
-			return nil, fmt.Errorf("%w: record for request %d", ErrCall, h.ID)
-		}
-		switch h.Type {
-		case fcgi.TypeStdout, fcgi.TypeStderr:
-			buf := &stdout
-			if h.Type == fcgi.TypeStderr {
-				buf = &stderr
-			}
-			if buf.Len()+len(content) > maxAnswer {
-				return nil, fmt.Errorf("%w: answer over %d bytes", ErrCall, maxAnswer)
-			}
-			buf.Write(content)
-		case fcgi.TypeEndRequest:
-			if stderr.Len() > 0 {
-				return nil, fmt.Errorf("%w: php-fpm: %.200s (%s)", ErrCall, bytes.TrimSpace(stderr.Bytes()), hint)
-			}
-			return stdout.Bytes(), nil
-		default:
-			return nil, fmt.Errorf("%w: unexpected record type %d", ErrCall, h.Type)
-		}
-	}
+	return out.Stdout, nil
 }
 
 // answerBody checks the CGI headers of the script's answer and returns its

@@ -3,7 +3,6 @@
 package health
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -76,16 +75,10 @@ func (c *Checker) Check(ctx context.Context) error {
 	// php-fpm closes the connection after GET_VALUES, and the ping request
 	// does not ask to keep it: never reused.
 	defer c.Pool.Discard(conn)
-	nc := conn.NetConn()
-	if dl, ok := ctx.Deadline(); ok {
-		nc.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
 	if c.PingPath != "" {
-		err = c.ping(conn)
+		err = c.ping(ctx, conn)
 	} else {
-		err = getValues(conn)
+		_, err = conn.GetValues(ctx, "FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS")
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrNotReady, c.Pool.Address, err)
@@ -93,36 +86,9 @@ func (c *Checker) Check(ctx context.Context) error {
 	return nil
 }
 
-// getValues asks for the values every application knows.
-func getValues(conn *fcgi.Conn) error {
-	var q []byte
-	for _, name := range []string{"FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"} {
-		q = fcgi.AppendPair(q, fcgi.Pair{Name: name})
-	}
-	conn.W.WriteRecord(fcgi.TypeGetValues, 0, q)
-	if err := conn.W.Flush(); err != nil {
-		return fmt.Errorf("sending FCGI_GET_VALUES: %w", err)
-	}
-	for {
-		h, content, err := conn.R.Next()
-		if err != nil {
-			return fmt.Errorf("reading FCGI_GET_VALUES_RESULT: %w", err)
-		}
-		if h.ID != 0 || h.Type != fcgi.TypeGetValuesResult {
-			continue
-		}
-		if _, err := fcgi.DecodeParams(nil, content); err != nil {
-			return fmt.Errorf("FCGI_GET_VALUES_RESULT: %w", err)
-		}
-		return nil
-	}
-}
-
 // ping requests PingPath and checks the answer.
-func (c *Checker) ping(conn *fcgi.Conn) error {
-	id := conn.NextID()
-	conn.W.WriteBeginRequest(id, fcgi.RoleResponder, 0)
-	params := []fcgi.Pair{
+func (c *Checker) ping(ctx context.Context, conn *fcgi.Conn) error {
+	call := fcgi.Call{Params: []fcgi.Pair{
 		{Name: "GATEWAY_INTERFACE", Value: "CGI/1.1"},
 		{Name: "SERVER_SOFTWARE", Value: "incpathd"},
 		{Name: "SERVER_PROTOCOL", Value: "HTTP/1.1"},
@@ -134,49 +100,23 @@ func (c *Checker) ping(conn *fcgi.Conn) error {
 		{Name: "DOCUMENT_URI", Value: c.PingPath},
 		{Name: "SCRIPT_NAME", Value: c.PingPath},
 		{Name: "SCRIPT_FILENAME", Value: c.PingPath},
+	}}
+	out := fcgi.Collector{Max: maxAnswer}
+	res, err := conn.RoundTrip(ctx, &call, &out)
+	if err != nil {
+		return fmt.Errorf("ping: %w", err)
 	}
-	if err := conn.W.WriteParams(id, params); err != nil {
-		return err
-	}
-	conn.W.WriteRecord(fcgi.TypeStdin, id, nil)
-	if err := conn.W.Flush(); err != nil {
-		return fmt.Errorf("sending ping request: %w", err)
-	}
-	var out []byte
-	for {
-		h, content, err := conn.R.Next()
-		if err != nil {
-			return fmt.Errorf("reading ping answer: %w", err)
-		}
-		if h.ID != id {
-			continue
-		}
-		switch h.Type {
-		case fcgi.TypeStdout:
-			if len(out)+len(content) > maxAnswer {
-				return fmt.Errorf("ping answer longer than %d bytes", maxAnswer)
-			}
-			out = append(out, content...)
-		case fcgi.TypeEndRequest:
-			return c.checkPong(out)
-		}
-	}
+	return c.checkPong(res.Status, out.Stdout)
 }
 
 // checkPong checks a CGI response: no error status, the expected body.
-func (c *Checker) checkPong(out []byte) error {
-	head, body, ok := bytes.Cut(out, []byte("\r\n\r\n"))
-	if !ok {
-		head, body, ok = bytes.Cut(out, []byte("\n\n"))
-	}
+func (c *Checker) checkPong(status int, out []byte) error {
+	_, body, ok := fcgi.CutHeaders(out)
 	if !ok {
 		return fmt.Errorf("ping answer without headers: %q", clip(out))
 	}
-	for _, line := range strings.Split(string(head), "\n") {
-		name, value, _ := strings.Cut(strings.TrimSpace(line), ":")
-		if strings.EqualFold(name, "Status") && !strings.HasPrefix(strings.TrimSpace(value), "200") {
-			return fmt.Errorf("ping %s answered status %q", c.PingPath, strings.TrimSpace(value))
-		}
+	if status != 200 {
+		return fmt.Errorf("ping %s answered status %d", c.PingPath, status)
 	}
 	if got := strings.TrimSpace(string(body)); got != c.pingResponse() {
 		return fmt.Errorf("ping %s answered %q, want %q (is ping.path set in the pool?)", c.PingPath, clip([]byte(got)), c.pingResponse())

@@ -20,21 +20,13 @@ func keepOne(t *testing.T, p *fcgi.Pool) {
 	t.Helper()
 	c, _, err := p.Get(context.Background())
 	require.NoError(t, err)
-	c.W.WriteBeginRequest(1, fcgi.RoleResponder, fcgi.FlagKeepConn)
-	require.NoError(t, c.W.WriteParams(1, []fcgi.Pair{
+	var out fcgi.Collector
+	_, err = c.RoundTrip(context.Background(), &fcgi.Call{KeepConn: true, Params: []fcgi.Pair{
 		{Name: "REQUEST_METHOD", Value: "GET"},
 		{Name: "SCRIPT_NAME", Value: "/fpm-ping"},
 		{Name: "SCRIPT_FILENAME", Value: "/fpm-ping"},
-	}))
-	c.W.WriteRecord(fcgi.TypeStdin, 1, nil)
-	require.NoError(t, c.W.Flush())
-	for {
-		h, _, err := c.R.Next()
-		require.NoError(t, err)
-		if h.Type == fcgi.TypeEndRequest {
-			break
-		}
-	}
+	}}, &out)
+	require.NoError(t, err)
 	p.Put(c)
 }
 

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // app counts the requests that get through and answers "from php".
@@ -31,24 +31,6 @@ func (a *app) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
 		}
 	}
 	w.Write([]byte("Content-Type: text/plain\r\n\r\nfrom php"))
-}
-
-// logBuf is a log sink safe for concurrent use.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // start serves m on loopback and returns a client.
@@ -118,7 +100,7 @@ func waitFor(t *testing.T, m *Mode, on bool) {
 func TestOnOff(t *testing.T) {
 	dir := t.TempDir()
 	a := &app{}
-	var logs logBuf
+	var logs testsupport.LogBuffer
 	m := &Mode{File: filepath.Join(dir, "maintenance"), Next: a, RetryAfter: 90 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	c := start(t, m)
@@ -206,7 +188,7 @@ func TestCustomPage(t *testing.T) {
 // polled, and that is logged.
 func TestPollFallback(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "later")
-	var logs logBuf
+	var logs testsupport.LogBuffer
 	m := &Mode{File: filepath.Join(dir, "maintenance"), Next: &app{}, PollEvery: 10 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	start(t, m)
@@ -224,7 +206,7 @@ func TestPollFallback(t *testing.T) {
 func TestWatchedDirectoryGoesAway(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "flags")
 	require.NoError(t, os.Mkdir(dir, 0o755))
-	var logs logBuf
+	var logs testsupport.LogBuffer
 	m := &Mode{File: filepath.Join(dir, "maintenance"), Next: &app{}, PollEvery: 10 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	start(t, m)

@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/proxy"
-	"github.com/incpathd/incpathd/sapi"
 	"github.com/incpathd/incpathd/upstream"
 )
 
@@ -29,7 +29,7 @@ type Sources struct {
 	// nil, replaces it with every named pool.
 	Pool      *fcgi.Pool
 	Upstreams *upstream.Set
-	Resolver  *sapi.Resolver
+	Resolver  *pin.Resolver
 	// Maintenance reports maintenance mode.
 	Maintenance Maintenance
 
@@ -58,7 +58,7 @@ type Maintenance interface {
 }
 
 // wellKnown are the front ends counted under their own name without
-// configuration: the names sapi.Name returns for the usual web servers.
+// configuration: the names pin.Name returns for the usual web servers.
 var wellKnown = []string{"nginx", "apache", "lighttpd", "caddy", "openresty", "angie", "freenginx", "h2o"}
 
 // maxFrontEnds bounds the front-end label values taken from Sources.
@@ -156,9 +156,9 @@ func (m *Metrics) RequestDone(d proxy.Done) {
 	m.duration.Observe(d.Duration.Seconds())
 	if d.Err != nil {
 		switch {
-		case errors.Is(d.Err, sapi.ErrUnresolvable):
+		case errors.Is(d.Err, pin.ErrUnresolvable):
 			m.resolveVs[0].Inc()
-		case errors.Is(d.Err, sapi.ErrOutsideRoot):
+		case errors.Is(d.Err, pin.ErrOutsideRoot):
 			m.resolveVs[1].Inc()
 		}
 	}

@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/proxy"
-	"github.com/incpathd/incpathd/sapi"
 )
 
 type fakeMaintenance struct {
@@ -42,7 +42,7 @@ func TestExport(t *testing.T) {
 	m := New(Sources{
 		Proxy:       &proxy.Proxy{},
 		Pool:        &fcgi.Pool{},
-		Resolver:    &sapi.Resolver{},
+		Resolver:    &pin.Resolver{},
 		Maintenance: maint,
 		ReleasesInFlight: func() map[string]int64 {
 			return map[string]int64{"/srv/releases/A": 2, "/srv/releases/B": 0}
@@ -56,8 +56,8 @@ func TestExport(t *testing.T) {
 	m.RequestDone(proxy.Done{FrontEnd: "nginx-internal", Status: 302})
 	m.RequestDone(proxy.Done{FrontEnd: "made-up", Status: 200})
 	m.RequestDone(proxy.Done{FrontEnd: "", Status: 200})
-	m.RequestDone(proxy.Done{FrontEnd: "apache", Status: 503, Err: fmt.Errorf("resolve: %w", sapi.ErrUnresolvable)})
-	m.RequestDone(proxy.Done{FrontEnd: "apache", Status: 403, Err: fmt.Errorf("resolve: %w", sapi.ErrOutsideRoot)})
+	m.RequestDone(proxy.Done{FrontEnd: "apache", Status: 503, Err: fmt.Errorf("resolve: %w", pin.ErrUnresolvable)})
+	m.RequestDone(proxy.Done{FrontEnd: "apache", Status: 403, Err: fmt.Errorf("resolve: %w", pin.ErrOutsideRoot)})
 	m.RequestDone(proxy.Done{FrontEnd: "caddy", Status: 499})
 
 	out := scrape(t, m)
@@ -157,7 +157,7 @@ func BenchmarkRequestDoneParallel(b *testing.B) {
 }
 
 func BenchmarkScrape(b *testing.B) {
-	m := New(Sources{Proxy: &proxy.Proxy{}, Pool: &fcgi.Pool{}, Resolver: &sapi.Resolver{}})
+	m := New(Sources{Proxy: &proxy.Proxy{}, Pool: &fcgi.Pool{}, Resolver: &pin.Resolver{}})
 	for b.Loop() {
 		rec := httptest.NewRecorder()
 		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

@@ -12,10 +12,9 @@ import (
 	"time"
 
 	"github.com/incpathd/incpathd/fcgi"
-	"github.com/incpathd/incpathd/inflight"
 	"github.com/incpathd/incpathd/internal/fcgibench"
+	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/rewrite"
-	"github.com/incpathd/incpathd/sapi"
 )
 
 // benchSite is a docroot symlink, current -> releases/A, made once.
@@ -39,11 +38,13 @@ func benchSite(b *testing.B) string {
 // include_path, so every request is pinned and carries one.
 func benchProxy(pool *fcgi.Pool) *Proxy {
 	return &Proxy{
-		Pool:     pool,
-		Policy:   sapi.Policy{RealpathList: []string{"*"}},
-		Resolver: &sapi.Resolver{Every: time.Hour},
-		Rewrite:  rewrite.Config{IncludePath: ".:/usr/share/php"},
-		Logger:   quietLogger(),
+		Pool: pool,
+		Pinner: pin.Pinner{
+			Policy:   pin.Policy{RealpathList: []string{"*"}},
+			Resolver: &pin.Resolver{Every: time.Hour},
+			Rewrite:  rewrite.Config{IncludePath: ".:/usr/share/php"},
+		},
+		Logger: quietLogger(),
 	}
 }
 
@@ -71,8 +72,7 @@ func benchRewritePath(b *testing.B, defaults []rewrite.Setting) {
 		enc = fcgi.AppendPair(enc, p)
 	}
 	p := benchProxy(nil)
-	p.Rewrite.Defaults = defaults
-	p.init()
+	p.Pinner.Rewrite.Defaults = defaults
 	w := fcgi.NewWriter(bufio.NewWriterSize(io.Discard, 16<<10))
 	in := make([]fcgi.Pair, 0, 64)
 	out := make([]fcgi.Pair, 0, 64)
@@ -85,14 +85,15 @@ func benchRewritePath(b *testing.B, defaults []rewrite.Setting) {
 		if in, err = fcgi.DecodeParamsInPlace(in[:0], enc); err != nil {
 			b.Fatal(err)
 		}
-		x := exchange{buf: buf}
+		var x exchange
 		p.begin(&x)
-		var counter *inflight.Counter
-		if out, counter, err = p.pinCounted(out[:0], in, &x); err != nil {
+		pinned, err := p.Pinner.Pin(out[:0], buf, in)
+		if err != nil {
 			b.Fatal(err)
 		}
-		counter.Done()
-		buf = x.buf
+		p.count(&pinned)
+		pinned.Done()
+		out, buf = pinned.Params, pinned.Buf
 		if err := w.WriteParams(1, out); err != nil {
 			b.Fatal(err)
 		}
@@ -101,8 +102,8 @@ func benchRewritePath(b *testing.B, defaults []rewrite.Setting) {
 		}
 	}
 	cpu.Report(b, b.N)
-	if p.Resolver.Resolutions() != 1 {
-		b.Fatalf("%d resolutions; want 1: the docroot should stay cached", p.Resolver.Resolutions())
+	if p.Pinner.Resolver.Resolutions() != 1 {
+		b.Fatalf("%d resolutions; want 1: the docroot should stay cached", p.Pinner.Resolver.Resolutions())
 	}
 }
 

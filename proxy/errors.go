@@ -5,8 +5,8 @@ import (
 	"strconv"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/rewrite"
-	"github.com/incpathd/incpathd/sapi"
 )
 
 // Error is a failure with the status the web server should see. Reason is
@@ -26,9 +26,11 @@ func classify(err error) (status int, reason string) {
 	switch {
 	case errors.As(err, &e):
 		return e.Status, e.Reason
-	case errors.Is(err, sapi.ErrOutsideRoot):
+	case errors.Is(err, pin.ErrNoDocroot):
+		return 500, "no DOCUMENT_ROOT from the web server"
+	case errors.Is(err, pin.ErrOutsideRoot):
 		return 403, "document root outside the allowed roots"
-	case errors.Is(err, sapi.ErrUnresolvable):
+	case errors.Is(err, pin.ErrUnresolvable):
 		return 503, "document root cannot be resolved"
 	case errors.Is(err, rewrite.ErrUnsafePath), errors.Is(err, rewrite.ErrDocroot):
 		return 400, "unsafe path in request"
@@ -42,7 +44,7 @@ func classify(err error) (status int, reason string) {
 		return 503, "application server unavailable; too many requests waiting for it"
 	case errors.Is(err, fcgi.ErrDial):
 		return 502, "application server unavailable"
-	case errors.Is(err, fcgi.ErrAborted), errors.Is(err, fcgi.ErrClientGone):
+	case errors.Is(err, fcgi.ErrAborted), errors.Is(err, fcgi.ErrClientGone), errors.Is(err, fcgi.ErrSink):
 		return 499, "client closed request"
 	default:
 		return 502, "bad answer from the application server"
@@ -66,7 +68,7 @@ func (p *Proxy) fail(w *fcgi.ResponseWriter, r *fcgi.Request, pool *fcgi.Pool, e
 		"err", err,
 	}
 	switch {
-	case errors.Is(err, errBodyUnread):
+	case errors.Is(err, fcgi.ErrBodyUnread):
 		log.Debug("application answered before reading the whole body", attrs...)
 		return 0
 	case status == 499:

@@ -9,7 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/internal/fcgitest"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // with returns params with name set to value, replacing every occurrence.
@@ -40,13 +41,15 @@ func TestConfinesScriptParams(t *testing.T) {
 	current, a, _ := site(t)
 	releases := filepath.Dir(a)
 	outside := t.TempDir() + "/evil.php"
-	u := startUpstream(t, ok)
+	u := fcgitest.StartHandler(t, ok)
 	p := &Proxy{
-		Pool:     &fcgi.Pool{Address: u.addr},
-		Resolver: &sapi.Resolver{AllowRoots: []string{releases}},
-		Policy:   sapi.Policy{RealpathList: []string{"nginx", "apache"}},
+		Pool: &fcgi.Pool{Address: u.Addr},
+		Pinner: pin.Pinner{
+			Resolver: &pin.Resolver{AllowRoots: []string{releases}},
+			Policy:   pin.Policy{RealpathList: []string{"nginx", "apache"}},
+		},
 	}
-	c := dial(t, front(t, p))
+	c := fcgitest.Dial(t, front(t, p))
 	nginx := nginxParams(current)
 	apache := with(nginx, "SERVER_SOFTWARE", "Apache/2.4.62 (Debian)")
 	other := with(nginx, "SERVER_SOFTWARE", "h2o/2.2.6")
@@ -71,16 +74,16 @@ func TestConfinesScriptParams(t *testing.T) {
 		{"passthrough docroot outside", with(with(other, "DOCUMENT_ROOT", filepath.Dir(outside)), "SCRIPT_FILENAME", outside), "403"},
 		{"passthrough in a release", with(with(other, "DOCUMENT_ROOT", a), "SCRIPT_FILENAME", a+"/index.php"), ""},
 	} {
-		before := len(u.requests())
-		res := c.do(t, with(tc.params, "QUERY_STRING", tc.name), nil)
-		require.NoError(t, res.err, tc.name)
+		before := len(u.Params())
+		res := c.Do(with(tc.params, "QUERY_STRING", tc.name), nil)
+		require.NoError(t, res.Err, tc.name)
 		if tc.status == "" {
-			assert.Equal(t, "Content-Type: text/plain\r\n\r\nhello", string(res.stdout), tc.name)
-			assert.Len(t, u.requests(), before+1, tc.name)
+			assert.Equal(t, "Content-Type: text/plain\r\n\r\nhello", string(res.Stdout), tc.name)
+			assert.Len(t, u.Params(), before+1, tc.name)
 			continue
 		}
-		assert.True(t, strings.HasPrefix(string(res.stdout), "Status: "+tc.status+" "), "%s: %q", tc.name, res.stdout)
-		assert.Len(t, u.requests(), before, "%s: refused, never forwarded", tc.name)
+		assert.True(t, strings.HasPrefix(string(res.Stdout), "Status: "+tc.status+" "), "%s: %q", tc.name, res.Stdout)
+		assert.Len(t, u.Params(), before, "%s: refused, never forwarded", tc.name)
 	}
 }
 
@@ -89,13 +92,13 @@ func TestConfinesScriptParams(t *testing.T) {
 func TestPassthroughDropsHTTPProxy(t *testing.T) {
 	current, _, _ := site(t)
 	for _, keep := range []bool{false, true} {
-		u := startUpstream(t, ok)
-		p := &Proxy{Pool: &fcgi.Pool{Address: u.addr}, Policy: sapi.Policy{RealpathList: []string{}}}
-		p.Rewrite.KeepHTTPProxy = keep
-		c := dial(t, front(t, p))
+		u := fcgitest.StartHandler(t, ok)
+		p := &Proxy{Pool: &fcgi.Pool{Address: u.Addr}, Pinner: pin.Pinner{Policy: pin.Policy{RealpathList: []string{}}}}
+		p.Pinner.Rewrite.KeepHTTPProxy = keep
+		c := fcgitest.Dial(t, front(t, p))
 		in := with(nginxParams(current), "HTTP_PROXY", "http://attacker.invalid")
-		require.NoError(t, c.do(t, in, nil).err)
-		got := u.requests()[0]
+		require.NoError(t, c.Do(in, nil).Err)
+		got := u.Params()[0]
 		if keep {
 			assert.Equal(t, in, got)
 		} else {

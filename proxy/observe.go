@@ -24,7 +24,7 @@ type Done struct {
 	// Params are the request's params as the web server sent them
 	// (REQUEST_METHOD, REQUEST_URI, REMOTE_ADDR...).
 	Params []fcgi.Pair
-	// FrontEnd is the front end's name from sapi.Name ("nginx"), "" when
+	// FrontEnd is the front end's name from pin.Name ("nginx"), "" when
 	// none was given.
 	FrontEnd string
 	// Release is the docroot the request was pinned to: the resolved one,
@@ -52,11 +52,7 @@ type exchange struct {
 	frontEnd string
 	release  string
 	status   int  // 0 until the application's first STDOUT bytes
-	sawOut   bool // the first STDOUT record has been looked at
 	observed bool // someone wants to hear about this request
-	// buf holds the values the rewrite creates, reused by later requests:
-	// the pinned params are valid only until ServeFCGI gives it back.
-	buf []byte
 }
 
 // begin starts watching a request when an Observer or the debug log wants
@@ -65,15 +61,6 @@ func (p *Proxy) begin(x *exchange) {
 	x.observed = p.Observer != nil || p.logger().Enabled(context.Background(), slog.LevelDebug)
 	if x.observed {
 		x.start = time.Now()
-	}
-}
-
-// stdout notes the status from the first bytes of the application's
-// answer.
-func (x *exchange) stdout(content []byte) {
-	if !x.sawOut {
-		x.sawOut = true
-		x.status = responseStatus(content)
 	}
 }
 

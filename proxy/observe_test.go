@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,7 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/internal/fcgitest"
+	"github.com/incpathd/incpathd/internal/testsupport"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // recorder is an Observer that passes on copies of what it is told. The
@@ -46,43 +47,27 @@ func (r *recorder) next(t *testing.T) Done {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 func TestObserverSeesEveryRequest(t *testing.T) {
 	current, release, _ := site(t)
-	app := startFakeApp(t, func(params []fcgi.Pair) []byte {
+	app := fcgitest.StartApp(t, func(params []fcgi.Pair) []byte {
 		if param(params, "QUERY_STRING") == "missing" {
 			return []byte("X-Powered-By: PHP\r\nStatus: 404 Not Found\r\nContent-type: text/html\r\n\r\nno such page")
 		}
 		return []byte("Content-type: text/html\r\n\r\nhello")
 	})
 	rec := newRecorder()
-	var logs syncBuffer
+	var logs testsupport.LogBuffer
 	p := &Proxy{
-		Pool:     &fcgi.Pool{Address: app.addr},
-		Policy:   sapi.Policy{RealpathList: []string{"*"}},
+		Pool: &fcgi.Pool{Address: app.Addr},
+		Pinner: pin.Pinner{
+			Policy: pin.Policy{RealpathList: []string{"*"}},
+		},
 		Observer: rec,
 		Logger:   slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
-	wc := dialWeb(t, serveProxy(t, p))
+	wc := fcgitest.Dial(t, front(t, p))
 
-	out, err := wc.do(nginxLike(current))
+	out, err := wc.Get(nginxLike(current))
 	require.NoError(t, err)
 	assert.Contains(t, string(out), "hello")
 	d := rec.next(t)
@@ -95,23 +80,23 @@ func TestObserverSeesEveryRequest(t *testing.T) {
 
 	params := nginxLike(current)
 	params[0].Value = "missing"
-	_, err = wc.do(params)
+	_, err = wc.Get(params)
 	require.NoError(t, err)
 	assert.Equal(t, 404, rec.next(t).Status, "the application's Status header")
 
 	// A refusal before php-fpm: the proxy's own status and the reason.
 	params = nginxLike(filepath.Join(filepath.Dir(current), "nonexistent"))
-	out, err = wc.do(params)
+	out, err = wc.Get(params)
 	require.NoError(t, err)
 	assert.Contains(t, string(out), "Status: 503")
 	d = rec.next(t)
 	assert.Equal(t, 503, d.Status)
-	assert.ErrorIs(t, d.Err, sapi.ErrUnresolvable)
+	assert.ErrorIs(t, d.Err, pin.ErrUnresolvable)
 	assert.Equal(t, "", d.Release)
 
 	// php-fpm gone.
-	app.close()
-	_, err = wc.do(nginxLike(current))
+	app.Close()
+	_, err = wc.Get(nginxLike(current))
 	require.NoError(t, err)
 	d = rec.next(t)
 	assert.Equal(t, 502, d.Status)
@@ -150,23 +135,25 @@ func (c *countingObserver) RequestDone(Done) { c.n.Add(1) }
 // (metrics.BenchmarkRequestDone measures the metrics' own part).
 func BenchmarkServeFCGI(b *testing.B) {
 	root := b.TempDir()
-	app := startFakeApp(b, func([]fcgi.Pair) []byte { return []byte("Content-type: text/html\r\n\r\nhello") })
+	app := fcgitest.StartApp(b, func([]fcgi.Pair) []byte { return []byte("Content-type: text/html\r\n\r\nhello") })
 	for _, tc := range []struct {
 		name string
 		obs  Observer
 	}{{"observer=none", nil}, {"observer=counting", &countingObserver{}}} {
 		b.Run(tc.name, func(b *testing.B) {
 			p := &Proxy{
-				Pool:     &fcgi.Pool{Address: app.addr},
-				Policy:   sapi.Policy{DocrootList: []string{"*"}},
+				Pool: &fcgi.Pool{Address: app.Addr},
+				Pinner: pin.Pinner{
+					Policy: pin.Policy{DocrootList: []string{"*"}},
+				},
 				Observer: tc.obs,
 				Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 			}
-			wc := dialWeb(b, serveProxy(b, p))
+			wc := fcgitest.Dial(b, front(b, p))
 			params := nginxLike(root)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := wc.do(params); err != nil {
+				if _, err := wc.Get(params); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -182,7 +169,7 @@ func BenchmarkObserveOverhead(b *testing.B) {
 	for b.Loop() {
 		var x exchange
 		p.begin(&x)
-		x.stdout(out)
+		x.status = fcgi.ResponseStatus(out) // as RoundTrip reads it
 		p.finish(r, &x, nil)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,133 +18,31 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/internal/fcgitest"
+	"github.com/incpathd/incpathd/pin"
 )
-
-// upstream is an in-process FastCGI application built on fcgi.Server: it
-// records what it receives and answers with respond.
-type upstream struct {
-	addr    string
-	srv     *fcgi.Server
-	mu      sync.Mutex
-	got     [][]fcgi.Pair
-	respond func(w *fcgi.ResponseWriter, r *fcgi.Request)
-}
-
-func startUpstream(t *testing.T, respond func(w *fcgi.ResponseWriter, r *fcgi.Request)) *upstream {
-	t.Helper()
-	u := &upstream{respond: respond}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	u.addr = l.Addr().String()
-	u.srv = &fcgi.Server{Handler: fcgi.HandlerFunc(func(w *fcgi.ResponseWriter, r *fcgi.Request) {
-		u.mu.Lock()
-		// Params are only valid during the call: keep copies.
-		got := make([]fcgi.Pair, len(r.Params))
-		for i, p := range r.Params {
-			got[i] = fcgi.Pair{Name: strings.Clone(p.Name), Value: strings.Clone(p.Value)}
-		}
-		u.got = append(u.got, got)
-		u.mu.Unlock()
-		u.respond(w, r)
-	}), Logger: quietLogger()}
-	go u.srv.Serve(l)
-	t.Cleanup(func() { u.srv.Close() })
-	return u
-}
-
-func (u *upstream) requests() [][]fcgi.Pair {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return append([][]fcgi.Pair(nil), u.got...)
-}
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// front runs a Proxy behind an fcgi.Server on loopback and returns its
-// address.
-func front(t *testing.T, p *Proxy) string {
-	t.Helper()
+// front runs p behind an fcgi.Server on loopback until the test ends and
+// returns its address. A nil p.Logger is set to a quiet one; the server
+// logs there too.
+func front(tb testing.TB, p *Proxy) string {
+	tb.Helper()
 	if p.Logger == nil {
 		p.Logger = quietLogger()
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	srv := &fcgi.Server{Handler: p, Logger: p.Logger, ReadTimeout: 5 * time.Second}
-	go srv.Serve(l)
-	t.Cleanup(func() {
+	done := make(chan struct{})
+	go func() { srv.Serve(l); close(done) }()
+	tb.Cleanup(func() {
 		srv.Close()
+		<-done
 		p.Pool.Close()
 	})
 	return l.Addr().String()
-}
-
-// response is what a web server got back for one request.
-type response struct {
-	stdout, stderr []byte
-	end            *fcgi.EndRequest
-	err            error // the connection failed before END_REQUEST
-}
-
-// client is a web server's side of one FastCGI connection.
-type client struct {
-	nc net.Conn
-	w  *fcgi.Writer
-	bw *bufio.Writer
-	r  *fcgi.Reader
-}
-
-func dial(t *testing.T, addr string) *client {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	bw := bufio.NewWriter(nc)
-	return &client{nc: nc, w: fcgi.NewWriter(bw), bw: bw, r: fcgi.NewReader(nc)}
-}
-
-// send writes a request; body nil sends the empty STDIN at once.
-func (c *client) send(t *testing.T, params []fcgi.Pair, body []byte, keep bool) {
-	t.Helper()
-	var flags uint8
-	if keep {
-		flags = fcgi.FlagKeepConn
-	}
-	require.NoError(t, c.w.WriteBeginRequest(1, fcgi.RoleResponder, flags))
-	require.NoError(t, c.w.WriteParams(1, params))
-	if len(body) > 0 {
-		require.NoError(t, c.w.WriteRecord(fcgi.TypeStdin, 1, body))
-	}
-	require.NoError(t, c.w.WriteRecord(fcgi.TypeStdin, 1, nil))
-	require.NoError(t, c.w.Flush())
-}
-
-func (c *client) read() response {
-	var res response
-	for {
-		h, content, err := c.r.Next()
-		if err != nil {
-			res.err = err
-			return res
-		}
-		switch h.Type {
-		case fcgi.TypeStdout:
-			res.stdout = append(res.stdout, content...)
-		case fcgi.TypeStderr:
-			res.stderr = append(res.stderr, content...)
-		case fcgi.TypeEndRequest:
-			end, err := fcgi.ParseEndRequest(content)
-			res.end, res.err = &end, err
-			return res
-		}
-	}
-}
-
-func (c *client) do(t *testing.T, params []fcgi.Pair, body []byte) response {
-	t.Helper()
-	c.send(t, params, body, true)
-	return c.read()
 }
 
 // site is a two-release directory with current -> releases/A.
@@ -184,14 +81,14 @@ func ok(w *fcgi.ResponseWriter, r *fcgi.Request) {
 
 func TestPinsParams(t *testing.T) {
 	current, a, _ := site(t)
-	u := startUpstream(t, ok)
-	p := &Proxy{Pool: &fcgi.Pool{Address: u.addr}, Resolver: &sapi.Resolver{Every: time.Second}}
-	c := dial(t, front(t, p))
-	res := c.do(t, nginxParams(current), nil)
-	require.NoError(t, res.err)
-	assert.Equal(t, "Content-Type: text/plain\r\n\r\nhello", string(res.stdout))
+	u := fcgitest.StartHandler(t, ok)
+	p := &Proxy{Pool: &fcgi.Pool{Address: u.Addr}, Pinner: pin.Pinner{Resolver: &pin.Resolver{Every: time.Second}}}
+	c := fcgitest.Dial(t, front(t, p))
+	res := c.Do(nginxParams(current), nil)
+	require.NoError(t, res.Err)
+	assert.Equal(t, "Content-Type: text/plain\r\n\r\nhello", string(res.Stdout))
 
-	got := u.requests()[0]
+	got := u.Params()[0]
 	assert.Equal(t, a, get(got, "DOCUMENT_ROOT"))
 	assert.Equal(t, a+"/index.php", get(got, "SCRIPT_FILENAME"))
 	assert.Contains(t, get(got, "PHP_VALUE"), `include_path=".:`+a+`/include"`)
@@ -201,90 +98,63 @@ func TestPinsParams(t *testing.T) {
 
 func TestPassthroughFrontEnd(t *testing.T) {
 	current, _, _ := site(t)
-	u := startUpstream(t, ok)
+	u := fcgitest.StartHandler(t, ok)
 	p := &Proxy{
-		Pool:   &fcgi.Pool{Address: u.addr},
-		Policy: sapi.Policy{RealpathList: []string{"apache"}},
+		Pool: &fcgi.Pool{Address: u.Addr},
+		Pinner: pin.Pinner{
+			Policy: pin.Policy{RealpathList: []string{"apache"}},
+		},
 	}
-	c := dial(t, front(t, p))
+	c := fcgitest.Dial(t, front(t, p))
 	in := nginxParams(current)
-	res := c.do(t, in, nil)
-	require.NoError(t, res.err)
-	assert.Equal(t, in, u.requests()[0], "a front end in neither list is passed through untouched")
+	res := c.Do(in, nil)
+	require.NoError(t, res.Err)
+	assert.Equal(t, in, u.Params()[0], "a front end in neither list is passed through untouched")
 	assert.Equal(t, uint64(1), p.Stats().Passthrough.Load())
 }
 
 func TestStderrAndStatusesPassThrough(t *testing.T) {
 	current, _, _ := site(t)
-	u := startUpstream(t, func(w *fcgi.ResponseWriter, r *fcgi.Request) {
+	u := fcgitest.StartHandler(t, func(w *fcgi.ResponseWriter, r *fcgi.Request) {
 		w.WriteRecord(fcgi.TypeStderr, []byte("PHP Warning: x"))
 		w.Write([]byte("Status: 500\r\n\r\nboom"))
 		w.End(255, fcgi.StatusRequestComplete)
 	})
-	p := &Proxy{Pool: &fcgi.Pool{Address: u.addr}}
-	c := dial(t, front(t, p))
-	res := c.do(t, nginxParams(current), nil)
-	require.NoError(t, res.err)
-	assert.Equal(t, "PHP Warning: x", string(res.stderr))
-	assert.Equal(t, "Status: 500\r\n\r\nboom", string(res.stdout))
-	assert.Equal(t, uint32(255), res.end.AppStatus)
+	p := &Proxy{Pool: &fcgi.Pool{Address: u.Addr}}
+	c := fcgitest.Dial(t, front(t, p))
+	res := c.Do(nginxParams(current), nil)
+	require.NoError(t, res.Err)
+	assert.Equal(t, "PHP Warning: x", string(res.Stderr))
+	assert.Equal(t, "Status: 500\r\n\r\nboom", string(res.Stdout))
+	assert.Equal(t, uint32(255), res.End.AppStatus)
 }
 
 func TestStreamsBodyAndResponse(t *testing.T) {
 	current, _, _ := site(t)
-	u := startUpstream(t, func(w *fcgi.ResponseWriter, r *fcgi.Request) {
+	u := fcgitest.StartHandler(t, func(w *fcgi.ResponseWriter, r *fcgi.Request) {
 		body, _ := io.ReadAll(&r.Body)
 		w.Write([]byte("\r\n"))
 		w.Write(body)
 		w.Write(body)
 	})
-	p := &Proxy{Pool: &fcgi.Pool{Address: u.addr}}
-	c := dial(t, front(t, p))
+	p := &Proxy{Pool: &fcgi.Pool{Address: u.Addr}}
+	c := fcgitest.Dial(t, front(t, p))
 	body := bytes.Repeat([]byte("0123456789abcdef"), 300_000) // 4.8 MB, many records
-	res := c.do(t, nginxParams(current), body)
-	require.NoError(t, res.err)
-	require.Equal(t, 2+2*len(body), len(res.stdout))
-	assert.True(t, bytes.Equal(body, res.stdout[2:2+len(body)]))
+	res := c.Do(nginxParams(current), body)
+	require.NoError(t, res.Err)
+	require.Equal(t, 2+2*len(body), len(res.Stdout))
+	assert.True(t, bytes.Equal(body, res.Stdout[2:2+len(body)]))
 	// The connections carry a second request.
-	res = c.do(t, nginxParams(current), []byte("x"))
-	require.NoError(t, res.err)
-	assert.Equal(t, "\r\nxx", string(res.stdout))
+	res = c.Do(nginxParams(current), []byte("x"))
+	require.NoError(t, res.Err)
+	assert.Equal(t, "\r\nxx", string(res.Stdout))
 	assert.Equal(t, 1, p.Pool.Stats().Open)
-}
-
-// rawUpstream accepts connections and runs serve on each.
-func rawUpstream(t *testing.T, serve func(n int, c net.Conn)) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { l.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for n := 0; ; n++ {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); defer c.Close(); serve(n, c) }()
-		}
-	}()
-	return l.Addr().String()
 }
 
 // readRequest reads one request's records up to its empty STDIN.
 func readRequest(r *fcgi.Reader) error {
-	for {
-		h, content, err := r.Next()
-		if err != nil {
-			return err
-		}
-		if h.Type == fcgi.TypeStdin && len(content) == 0 {
-			return nil
-		}
-	}
+	_, _, err := fcgitest.ReadRequest(r)
+	return err
 }
 
 func answer(c net.Conn, body string) {
@@ -300,7 +170,7 @@ func answer(c net.Conn, body string) {
 // happens as our request arrives, the request is replayed on a fresh one.
 func TestRetriesReusedConnectionOnce(t *testing.T) {
 	current, _, _ := site(t)
-	addr := rawUpstream(t, func(n int, c net.Conn) {
+	addr := fcgitest.StartRaw(t, func(n int, c net.Conn) {
 		r := fcgi.NewReader(c)
 		if readRequest(r) != nil {
 			return
@@ -316,25 +186,25 @@ func TestRetriesReusedConnectionOnce(t *testing.T) {
 		}
 	})
 	p := &Proxy{Pool: &fcgi.Pool{Address: addr}}
-	c := dial(t, front(t, p))
-	res := c.do(t, nginxParams(current), nil)
-	require.NoError(t, res.err)
-	assert.Equal(t, "\r\nfirst", string(res.stdout))
-	res = c.do(t, nginxParams(current), nil)
-	require.NoError(t, res.err)
-	assert.Equal(t, "\r\nfirst", string(res.stdout), "served by a fresh connection")
+	c := fcgitest.Dial(t, front(t, p))
+	res := c.Do(nginxParams(current), nil)
+	require.NoError(t, res.Err)
+	assert.Equal(t, "\r\nfirst", string(res.Stdout))
+	res = c.Do(nginxParams(current), nil)
+	require.NoError(t, res.Err)
+	assert.Equal(t, "\r\nfirst", string(res.Stdout), "served by a fresh connection")
 	assert.Equal(t, uint64(1), p.Stats().Retries.Load())
 }
 
 // A fresh connection that fails is not retried: the failure is real.
 func TestUpstreamClosesBeforeAnswer(t *testing.T) {
 	current, _, _ := site(t)
-	addr := rawUpstream(t, func(n int, c net.Conn) { readRequest(fcgi.NewReader(c)) })
+	addr := fcgitest.StartRaw(t, func(n int, c net.Conn) { readRequest(fcgi.NewReader(c)) })
 	p := &Proxy{Pool: &fcgi.Pool{Address: addr}}
-	c := dial(t, front(t, p))
-	res := c.do(t, nginxParams(current), nil)
-	require.NoError(t, res.err)
-	assert.True(t, strings.HasPrefix(string(res.stdout), "Status: 502 Bad Gateway\r\n"), "%q", res.stdout)
+	c := fcgitest.Dial(t, front(t, p))
+	res := c.Do(nginxParams(current), nil)
+	require.NoError(t, res.Err)
+	assert.True(t, strings.HasPrefix(string(res.Stdout), "Status: 502 Bad Gateway\r\n"), "%q", res.Stdout)
 	assert.Equal(t, uint64(0), p.Stats().Retries.Load())
 	assert.Equal(t, 0, p.Pool.Stats().Open)
 }
@@ -343,7 +213,7 @@ func TestUpstreamClosesBeforeAnswer(t *testing.T) {
 // connection is dropped so it sees a broken response, not a short one.
 func TestUpstreamFailsMidResponse(t *testing.T) {
 	current, _, _ := site(t)
-	addr := rawUpstream(t, func(n int, c net.Conn) {
+	addr := fcgitest.StartRaw(t, func(n int, c net.Conn) {
 		if readRequest(fcgi.NewReader(c)) != nil {
 			return
 		}
@@ -352,11 +222,11 @@ func TestUpstreamFailsMidResponse(t *testing.T) {
 		bw.Flush()
 	})
 	p := &Proxy{Pool: &fcgi.Pool{Address: addr}}
-	c := dial(t, front(t, p))
-	res := c.do(t, nginxParams(current), nil)
-	assert.Equal(t, "\r\npartial", string(res.stdout))
-	assert.Nil(t, res.end, "no END_REQUEST after a broken response")
-	assert.ErrorIs(t, res.err, io.EOF)
+	c := fcgitest.Dial(t, front(t, p))
+	res := c.Do(nginxParams(current), nil)
+	assert.Equal(t, "\r\npartial", string(res.Stdout))
+	assert.Nil(t, res.End, "no END_REQUEST after a broken response")
+	assert.ErrorIs(t, res.Err, io.EOF)
 	assert.Equal(t, 0, p.Pool.Stats().Open)
 }
 
@@ -367,20 +237,20 @@ func TestUpstreamDown(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	p := &Proxy{Pool: &fcgi.Pool{Address: addr}}
-	c := dial(t, front(t, p))
-	res := c.do(t, nginxParams(current), nil)
-	require.NoError(t, res.err)
-	assert.Contains(t, string(res.stdout), "Status: 502 Bad Gateway\r\n")
-	assert.Contains(t, string(res.stdout), "application server unavailable")
+	c := fcgitest.Dial(t, front(t, p))
+	res := c.Do(nginxParams(current), nil)
+	require.NoError(t, res.Err)
+	assert.Contains(t, string(res.Stdout), "Status: 502 Bad Gateway\r\n")
+	assert.Contains(t, string(res.Stdout), "application server unavailable")
 }
 
 func TestRefusals(t *testing.T) {
 	current, _, _ := site(t)
 	dangling := filepath.Join(filepath.Dir(current), "dangling")
 	require.NoError(t, os.Symlink("releases/nope", dangling))
-	u := startUpstream(t, ok)
-	p := &Proxy{Pool: &fcgi.Pool{Address: u.addr}, Resolver: &sapi.Resolver{AllowRoots: []string{filepath.Dir(current)}}}
-	c := dial(t, front(t, p))
+	u := fcgitest.StartHandler(t, ok)
+	p := &Proxy{Pool: &fcgi.Pool{Address: u.Addr}, Pinner: pin.Pinner{Resolver: &pin.Resolver{AllowRoots: []string{filepath.Dir(current)}}}}
+	c := fcgitest.Dial(t, front(t, p))
 	for _, tc := range []struct {
 		name   string
 		params []fcgi.Pair
@@ -392,31 +262,31 @@ func TestRefusals(t *testing.T) {
 		{"dot-dot in script", append(nginxParams(current), fcgi.Pair{Name: "SCRIPT_FILENAME", Value: current + "/../x.php"}), "400"},
 		{"no docroot", []fcgi.Pair{{Name: "SERVER_SOFTWARE", Value: "nginx/1"}}, "500"},
 	} {
-		res := c.do(t, tc.params, nil)
-		require.NoError(t, res.err, tc.name)
-		assert.True(t, strings.HasPrefix(string(res.stdout), "Status: "+tc.status+" "), "%s: %q", tc.name, res.stdout)
+		res := c.Do(tc.params, nil)
+		require.NoError(t, res.Err, tc.name)
+		assert.True(t, strings.HasPrefix(string(res.Stdout), "Status: "+tc.status+" "), "%s: %q", tc.name, res.Stdout)
 	}
-	assert.Empty(t, u.requests(), "refused requests never reach the upstream")
+	assert.Empty(t, u.Params(), "refused requests never reach the upstream")
 }
 
 func TestQueueTimeout(t *testing.T) {
 	current, _, _ := site(t)
 	release := make(chan struct{})
-	u := startUpstream(t, func(w *fcgi.ResponseWriter, r *fcgi.Request) {
+	u := fcgitest.StartHandler(t, func(w *fcgi.ResponseWriter, r *fcgi.Request) {
 		<-release
 		ok(w, r)
 	})
 	defer close(release)
-	p := &Proxy{Pool: &fcgi.Pool{Address: u.addr, MaxConns: 1, WaitTimeout: 100 * time.Millisecond}}
+	p := &Proxy{Pool: &fcgi.Pool{Address: u.Addr, MaxConns: 1, WaitTimeout: 100 * time.Millisecond}}
 	addr := front(t, p)
-	busy := dial(t, addr)
-	busy.send(t, nginxParams(current), nil, true)
+	busy := fcgitest.Dial(t, addr)
+	require.NoError(t, busy.Send(nginxParams(current), nil, true))
 	require.Eventually(t, func() bool { return p.Pool.Stats().Open == 1 }, 5*time.Second, time.Millisecond)
 
-	c := dial(t, addr)
-	res := c.do(t, nginxParams(current), nil)
-	require.NoError(t, res.err)
-	assert.Contains(t, string(res.stdout), "Status: 503 Service Unavailable\r\n")
+	c := fcgitest.Dial(t, addr)
+	res := c.Do(nginxParams(current), nil)
+	require.NoError(t, res.Err)
+	assert.Contains(t, string(res.Stdout), "Status: 503 Service Unavailable\r\n")
 }
 
 // When the web server aborts, the upstream connection is closed, not
@@ -424,7 +294,7 @@ func TestQueueTimeout(t *testing.T) {
 func TestAbortClosesUpstream(t *testing.T) {
 	current, _, _ := site(t)
 	received, closed := make(chan struct{}), make(chan struct{})
-	addr := rawUpstream(t, func(n int, c net.Conn) {
+	addr := fcgitest.StartRaw(t, func(n int, c net.Conn) {
 		if readRequest(fcgi.NewReader(c)) != nil {
 			return
 		}
@@ -434,11 +304,11 @@ func TestAbortClosesUpstream(t *testing.T) {
 	})
 	before := runtime.NumGoroutine()
 	p := &Proxy{Pool: &fcgi.Pool{Address: addr}}
-	c := dial(t, front(t, p))
-	c.send(t, nginxParams(current), nil, true)
+	c := fcgitest.Dial(t, front(t, p))
+	require.NoError(t, c.Send(nginxParams(current), nil, true))
 	<-received // an abort before this point never reaches the upstream at all
-	require.NoError(t, c.w.WriteRecord(fcgi.TypeAbortRequest, 1, nil))
-	require.NoError(t, c.w.Flush())
+	require.NoError(t, c.W.WriteRecord(fcgi.TypeAbortRequest, 1, nil))
+	require.NoError(t, c.W.Flush())
 	select {
 	case <-closed:
 	case <-time.After(5 * time.Second):
@@ -452,7 +322,7 @@ func TestAbortClosesUpstream(t *testing.T) {
 // through; the upstream connection is not reused.
 func TestAnswerBeforeBody(t *testing.T) {
 	current, _, _ := site(t)
-	addr := rawUpstream(t, func(n int, c net.Conn) {
+	addr := fcgitest.StartRaw(t, func(n int, c net.Conn) {
 		r := fcgi.NewReader(c)
 		for {
 			h, _, err := r.Next()
@@ -467,16 +337,16 @@ func TestAnswerBeforeBody(t *testing.T) {
 		io.Copy(io.Discard, c)
 	})
 	p := &Proxy{Pool: &fcgi.Pool{Address: addr}}
-	c := dial(t, front(t, p))
-	require.NoError(t, c.w.WriteBeginRequest(1, fcgi.RoleResponder, fcgi.FlagKeepConn))
-	require.NoError(t, c.w.WriteParams(1, nginxParams(current)))
-	require.NoError(t, c.w.WriteRecord(fcgi.TypeStdin, 1, []byte("first chunk")))
-	require.NoError(t, c.w.Flush()) // and the rest never comes
-	res := c.read()
-	require.NoError(t, res.err)
-	assert.Equal(t, "\r\nearly", string(res.stdout))
+	c := fcgitest.Dial(t, front(t, p))
+	require.NoError(t, c.W.WriteBeginRequest(1, fcgi.RoleResponder, fcgi.FlagKeepConn))
+	require.NoError(t, c.W.WriteParams(1, nginxParams(current)))
+	require.NoError(t, c.W.WriteRecord(fcgi.TypeStdin, 1, []byte("first chunk")))
+	require.NoError(t, c.W.Flush()) // and the rest never comes
+	res := c.Read()
+	require.NoError(t, res.Err)
+	assert.Equal(t, "\r\nearly", string(res.Stdout))
 	require.Eventually(t, func() bool { return p.Pool.Stats().Open == 0 }, 5*time.Second, time.Millisecond)
-	_, _, err := c.r.Next()
+	_, _, err := c.R.Next()
 	assert.Error(t, err, "the web server connection is closed: the rest of its body would be out of step")
 }
 
@@ -487,13 +357,13 @@ func TestClassify(t *testing.T) {
 		err  error
 		want int
 	}{
-		{sapi.ErrOutsideRoot, 403},
-		{sapi.ErrUnresolvable, 503},
+		{pin.ErrOutsideRoot, 403},
+		{pin.ErrUnresolvable, 503},
 		{fcgi.ErrPoolTimeout, 503},
 		{fcgi.ErrDial, 502},
 		{fcgi.ErrAborted, 499},
 		{ctx.Err(), 502},
-		{ErrUpstream, 502},
+		{fcgi.ErrUpstream, 502},
 	} {
 		got, _ := classify(tc.err)
 		assert.Equal(t, tc.want, got, "%v", tc.err)
@@ -506,7 +376,7 @@ func TestClientGoneMidBody(t *testing.T) {
 	current, _, _ := site(t)
 	got := make(chan struct{})
 	closed := make(chan struct{})
-	addr := rawUpstream(t, func(n int, c net.Conn) {
+	addr := fcgitest.StartRaw(t, func(n int, c net.Conn) {
 		r := fcgi.NewReader(c)
 		for {
 			h, _, err := r.Next()
@@ -525,13 +395,13 @@ func TestClientGoneMidBody(t *testing.T) {
 	})
 	before := runtime.NumGoroutine()
 	p := &Proxy{Pool: &fcgi.Pool{Address: addr}}
-	c := dial(t, front(t, p))
-	require.NoError(t, c.w.WriteBeginRequest(1, fcgi.RoleResponder, fcgi.FlagKeepConn))
-	require.NoError(t, c.w.WriteParams(1, nginxParams(current)))
-	require.NoError(t, c.w.WriteRecord(fcgi.TypeStdin, 1, []byte("part of a body")))
-	require.NoError(t, c.w.Flush())
+	c := fcgitest.Dial(t, front(t, p))
+	require.NoError(t, c.W.WriteBeginRequest(1, fcgi.RoleResponder, fcgi.FlagKeepConn))
+	require.NoError(t, c.W.WriteParams(1, nginxParams(current)))
+	require.NoError(t, c.W.WriteRecord(fcgi.TypeStdin, 1, []byte("part of a body")))
+	require.NoError(t, c.W.Flush())
 	<-got
-	c.nc.Close()
+	c.Conn.Close()
 	select {
 	case <-closed:
 	case <-time.After(5 * time.Second):

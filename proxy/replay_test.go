@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/internal/fcgitest"
 )
 
 // When php-fpm restarts, every idle connection is dead at once. A request
@@ -27,7 +28,7 @@ func TestReplaySkipsEveryDeadConnection(t *testing.T) {
 	)
 	arrived.Add(n)
 	closed.Add(n)
-	addr := rawUpstream(t, func(i int, c net.Conn) {
+	addr := fcgitest.StartRaw(t, func(i int, c net.Conn) {
 		r := fcgi.NewReader(c)
 		if i < n {
 			// The first n connections each serve one request, held until
@@ -51,14 +52,14 @@ func TestReplaySkipsEveryDeadConnection(t *testing.T) {
 	front := front(t, p)
 	var wg sync.WaitGroup
 	for range n {
-		c := dial(t, front)
+		c := fcgitest.Dial(t, front)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.send(t, nginxParams(current), nil, true)
-			res := c.read()
-			assert.NoError(t, res.err)
-			assert.Equal(t, "\r\nbefore", string(res.stdout))
+			require.NoError(t, c.Send(nginxParams(current), nil, true))
+			res := c.Read()
+			assert.NoError(t, res.Err)
+			assert.Equal(t, "\r\nbefore", string(res.Stdout))
 		}()
 	}
 	arrived.Wait()
@@ -71,9 +72,9 @@ func TestReplaySkipsEveryDeadConnection(t *testing.T) {
 	require.True(t, ok, "idle connections: %d, want %d", p.Pool.Stats().Idle, n)
 	closed.Wait()
 
-	c := dial(t, front)
-	res := c.do(t, nginxParams(current), nil)
-	require.NoError(t, res.err)
-	assert.Equal(t, "\r\nafter", string(res.stdout))
+	c := fcgitest.Dial(t, front)
+	res := c.Do(nginxParams(current), nil)
+	require.NoError(t, res.Err)
+	assert.Equal(t, "\r\nafter", string(res.Stdout))
 	assert.Equal(t, uint64(1), p.Stats().Retries.Load())
 }

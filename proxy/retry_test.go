@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/internal/fcgitest"
 )
 
 // A body-less POST that fails on a reused connection is not replayed: the
@@ -29,7 +30,7 @@ func TestNoReplayOfNonIdempotent(t *testing.T) {
 		t.Run(tc.method, func(t *testing.T) {
 			current, _, _ := site(t)
 			var received atomic.Int32
-			addr := rawUpstream(t, func(n int, c net.Conn) {
+			addr := fcgitest.StartRaw(t, func(n int, c net.Conn) {
 				r := fcgi.NewReader(c)
 				for readRequest(r) == nil {
 					if received.Add(1) == 2 {
@@ -39,10 +40,10 @@ func TestNoReplayOfNonIdempotent(t *testing.T) {
 				}
 			})
 			p := &Proxy{Pool: &fcgi.Pool{Address: addr}}
-			c := dial(t, front(t, p))
-			res := c.do(t, nginxParams(current), nil)
-			require.NoError(t, res.err)
-			assert.Equal(t, "\r\nok", string(res.stdout))
+			c := fcgitest.Dial(t, front(t, p))
+			res := c.Do(nginxParams(current), nil)
+			require.NoError(t, res.Err)
+			assert.Equal(t, "\r\nok", string(res.Stdout))
 
 			params := nginxParams(current)
 			for i := range params {
@@ -50,15 +51,15 @@ func TestNoReplayOfNonIdempotent(t *testing.T) {
 					params[i].Value = tc.method
 				}
 			}
-			res = c.do(t, params, nil)
-			require.NoError(t, res.err)
+			res = c.Do(params, nil)
+			require.NoError(t, res.Err)
 			if tc.replayed {
-				assert.Equal(t, "\r\nok", string(res.stdout))
+				assert.Equal(t, "\r\nok", string(res.Stdout))
 				assert.Equal(t, int32(3), received.Load(), "requests the upstream read")
 				assert.Equal(t, uint64(1), p.Stats().Retries.Load())
 				return
 			}
-			assert.True(t, strings.HasPrefix(string(res.stdout), "Status: 502 Bad Gateway\r\n"), "%q", res.stdout)
+			assert.True(t, strings.HasPrefix(string(res.Stdout), "Status: 502 Bad Gateway\r\n"), "%q", res.Stdout)
 			assert.Equal(t, int32(2), received.Load(), "requests the upstream read")
 			assert.Zero(t, p.Stats().Retries.Load())
 		})

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/internal/fcgitest"
 )
 
 // strayApp is a FastCGI application that answers each request with its
@@ -22,7 +23,7 @@ import (
 // later, once the proxy has given the connection back to its pool and sent
 // the next request on it.
 func strayApp(t *testing.T, delay time.Duration, served *atomic.Int32) string {
-	return rawUpstream(t, func(n int, c net.Conn) {
+	return fcgitest.StartRaw(t, func(n int, c net.Conn) {
 		r := fcgi.NewReader(c)
 		bw := bufio.NewWriter(c)
 		w := fcgi.NewWriter(bw)
@@ -56,28 +57,8 @@ func writeAnswer(w *fcgi.Writer, id uint16, body string) {
 // readQuery reads one request up to its empty STDIN and returns its id and
 // QUERY_STRING.
 func readQuery(r *fcgi.Reader) (id uint16, query string, err error) {
-	var params []byte
-	for {
-		h, content, err := r.Next()
-		if err != nil {
-			return 0, "", err
-		}
-		switch h.Type {
-		case fcgi.TypeBeginRequest:
-			id = h.ID
-		case fcgi.TypeParams:
-			params = append(params, content...)
-		case fcgi.TypeStdin:
-			if len(content) > 0 {
-				continue
-			}
-			pairs, err := fcgi.DecodeParams(nil, params)
-			if err != nil {
-				return 0, "", err
-			}
-			return id, param(pairs, "QUERY_STRING"), nil
-		}
-	}
+	id, params, err := fcgitest.ReadRequest(r)
+	return id, param(params, "QUERY_STRING"), err
 }
 
 // Issue 10, item 9: an application that writes a record after END_REQUEST
@@ -104,18 +85,18 @@ func TestStrayRecordAfterEndRequest(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var served atomic.Int32
 			p := &Proxy{Pool: &fcgi.Pool{Address: strayApp(t, tt.delay, &served), MaxConns: 1}}
-			c := dial(t, front(t, p))
+			c := fcgitest.Dial(t, front(t, p))
 			const n = 100
 			wrong := 0
 			for i := range n {
 				params := append(nginxParams(current), fcgi.Pair{Name: "QUERY_STRING", Value: strconv.Itoa(i)},
 					fcgi.Pair{Name: "REQUEST_METHOD", Value: tt.method})
-				res := c.do(t, params, nil)
-				require.NoError(t, res.err, "request %d", i)
+				res := c.Do(params, nil)
+				require.NoError(t, res.Err, "request %d", i)
 				want := fmt.Sprintf("Status: 200 OK\r\n\r\nanswer %d", i)
-				if string(res.stdout) != want {
+				if string(res.Stdout) != want {
 					if wrong == 0 {
-						t.Errorf("request %d: got %q; want %q", i, res.stdout, want)
+						t.Errorf("request %d: got %q; want %q", i, res.Stdout, want)
 					}
 					wrong++
 				}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/incpathd/incpathd/pathsafe"
 )
 
 // PreviousSuffix is appended to the link's path to name the symlink that
@@ -224,7 +226,7 @@ func (s *site) targetPath(target string) string {
 // check refuses a release, given as a clean absolute path, that cannot be
 // activated, and returns its real path.
 func (s *site) check(abs string, roots []string) (string, error) {
-	if within(abs, s.link) || within(abs, s.link+PreviousSuffix) {
+	if pathsafe.Within(abs, s.link) || pathsafe.Within(abs, s.link+PreviousSuffix) {
 		return "", fmt.Errorf("%w: %s is the link or its record, or lies below them", ErrSelf, abs)
 	}
 	real, err := resolve(abs, s.physLink, s.physLink+PreviousSuffix)
@@ -244,7 +246,7 @@ func (s *site) check(abs string, roots []string) (string, error) {
 	if !fi.IsDir() {
 		return "", fmt.Errorf("%w: %s", ErrNotDir, abs)
 	}
-	if within(s.physLink, real) {
+	if pathsafe.Within(s.physLink, real) {
 		return "", fmt.Errorf("%w: %s contains the link %s", ErrSelf, abs, s.link)
 	}
 	if len(roots) > 0 && !allowed(real, roots) {
@@ -255,7 +257,7 @@ func (s *site) check(abs string, roots []string) (string, error) {
 
 func allowed(real string, roots []string) bool {
 	for _, r := range roots {
-		if within(real, filepath.Clean(r)) {
+		if pathsafe.Within(real, filepath.Clean(r)) {
 			return true
 		}
 	}
@@ -266,7 +268,7 @@ func allowed(real string, roots []string) bool {
 // its path relative to the link's directory when it lies below it, so the
 // site keeps working when moved or mounted elsewhere; else abs.
 func (s *site) targetFor(abs string) string {
-	if abs != s.dir && within(abs, s.dir) {
+	if abs != s.dir && pathsafe.Within(abs, s.dir) {
 		if rel, err := filepath.Rel(s.dir, abs); err == nil {
 			return rel
 		}

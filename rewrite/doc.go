@@ -147,7 +147,18 @@
 // A DOCUMENT_ROOT or SCRIPT_FILENAME holding a NUL byte or a ".." component,
 // or a PATH_TRANSLATED holding a NUL byte, fails with [ErrUnsafePath]:
 // php-fpm reads params as C strings, and a ".." would climb out of the
-// release directory the request was pinned to.
+// release directory the request was pinned to. The checks are package
+// pathsafe's, shared with the rest of incpathd.
+//
+// # Reading the code
+//
+// One request's rewrite is a plan (plan.go), run pass by pass: start (the
+// docroots and the pattern), classify (kinds, unsafe paths, duplicates),
+// readINI and sizePaths (what each new value will be, and its length),
+// checkSizes, write (every new value into one buffer) and send (each name
+// once, into dst). A change to one rule is a change to one pass; the
+// INI reading is ini.go, the path rules path.go and pin.go, the duplicate
+// table dedup.go. BenchmarkRewrite guards the cost.
 //
 // # Cost
 //

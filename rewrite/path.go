@@ -3,18 +3,21 @@ package rewrite
 import (
 	"fmt"
 	"strings"
+
+	"github.com/incpathd/incpathd/pathsafe"
 )
 
 // CheckPath returns an error wrapping ErrUnsafePath if the value of the
 // param name holds a NUL byte or a ".." component: the checks Rewrite
 // makes of DOCUMENT_ROOT and SCRIPT_FILENAME, for a caller that must make
 // them before it touches the file system with the path.
+//
+// A script path with a ".." component could name a file outside the
+// docroot once it is joined onto a release directory, so such requests are
+// refused, not forwarded.
 func CheckPath(name, p string) error {
-	if strings.IndexByte(p, 0) >= 0 {
-		return fmt.Errorf("%w: NUL byte in %s", ErrUnsafePath, name)
-	}
-	if hasDotDot(p) {
-		return fmt.Errorf("%w: \"..\" component in %s", ErrUnsafePath, name)
+	if why := pathsafe.Unsafe(p); why != "" {
+		return fmt.Errorf("%w: %s in %s", ErrUnsafePath, why, name)
 	}
 	return nil
 }
@@ -24,7 +27,7 @@ func CheckPath(name, p string) error {
 // rest of a path never doubles or drops a slash. ok is false for a path that
 // is relative, holds a NUL byte or has a ".." component.
 func cleanRoot(p string) (root string, ok bool) {
-	if p == "" || p[0] != '/' || strings.IndexByte(p, 0) >= 0 || hasDotDot(p) {
+	if p == "" || p[0] != '/' || strings.IndexByte(p, 0) >= 0 || pathsafe.HasDotDot(p) {
 		return "", false
 	}
 	return trimSlashes(p), true
@@ -36,23 +39,6 @@ func trimSlashes(p string) string {
 		p = p[:len(p)-1]
 	}
 	return p
-}
-
-// hasDotDot reports whether p has a ".." path component. A script path
-// with one could name a file outside the docroot once it is joined onto a
-// release directory, so such requests are refused, not forwarded.
-func hasDotDot(p string) bool {
-	for i := 0; ; {
-		k := strings.Index(p[i:], "..")
-		if k < 0 {
-			return false
-		}
-		k += i
-		if (k == 0 || p[k-1] == '/') && (k+2 == len(p) || p[k+2] == '/') {
-			return true
-		}
-		i = k + 1
-	}
 }
 
 // hasRoot reports whether p is root or lies below it: root followed by the

@@ -29,24 +29,6 @@ func TestCleanRoot(t *testing.T) {
 	}
 }
 
-func TestHasDotDot(t *testing.T) {
-	for p, want := range map[string]bool{
-		"..":             true,
-		"../x":           true,
-		"/x/..":          true,
-		"/x/../y":        true,
-		"/x/./y":         false,
-		"/x/...":         false,
-		"/x/..y":         false,
-		"/x/y..":         false,
-		"/x/a..b/../c":   true,
-		"/srv/www/x.php": false,
-		"":               false,
-	} {
-		assert.Equal(t, want, hasDotDot(p), "hasDotDot(%q)", p)
-	}
-}
-
 func TestHasRoot(t *testing.T) {
 	tests := []struct {
 		p, root string

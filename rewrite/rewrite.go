@@ -199,52 +199,22 @@ func (c *Config) RewriteBuffer(dst, in []fcgi.Pair, from, to string, buf []byte)
 	return dst, b.b, nil
 }
 
+// rewrite runs the passes of a plan (see plan). It owns the arrays the
+// passes index, on its stack for requests up to stackParams params and
+// configs up to stackPins pinned keys; arrays declared in a branch are only
+// zeroed when it runs, so small requests do not pay for clearing the
+// larger ones.
 func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcgi.Pair, error) {
-	if c == nil {
-		c = &zeroConfig
+	var p plan
+	if err := p.start(c, in, from, to); err != nil {
+		return dst, err
 	}
-	fromRoot, ok := cleanRoot(from)
-	if !ok {
-		return dst, fmt.Errorf("%w: the unresolved docroot", ErrDocroot)
-	}
-	toRoot, ok := cleanRoot(to)
-	if !ok {
-		return dst, fmt.Errorf("%w: the resolved docroot", ErrDocroot)
-	}
-	docroot := toRoot
-	if docroot == "" {
-		docroot = "/"
-	}
-	keys := c.PinINI
-	if keys == nil {
-		keys = DefaultPinINI
-	}
-	rep := replacer{pat: c.SearchReplacePattern, to: toRoot}
-	if rep.pat == "" {
-		rep.pat = fromRoot
-	}
-	if rep.pat != "" && rep.pat[0] == '/' {
-		rep.pat = trimSlashes(rep.pat)
-		rep.boundary = true
-		var ok bool
-		if rep.to, ok = patternRoot(rep.pat, fromRoot, toRoot); !ok {
-			return dst, fmt.Errorf("%w: %s is above the docroot %s, which resolved to %s, not below a directory of its own",
-				ErrPattern, rep.pat, from, to)
-		}
-	}
-
-	// Pass 1: classify every param, refuse unsafe paths, and find
-	// duplicate names. win[i] is the index whose value the first
-	// occurrence i sends (its last occurrence), or -1 for a later
-	// occurrence that is not sent on its own.
 	n := len(in)
 	var (
 		kinds []uint8
-		win   []int32
+		win   []int32  // dedup's answer: see dedup
 		tab   []uint32 // for dedup: a power of two, at least 2n
 	)
-	// Arrays declared in a branch are only zeroed when it runs: small
-	// requests do not pay for clearing the larger arrays.
 	switch {
 	case n <= smallParams:
 		var kindBuf [smallParams]uint8
@@ -263,177 +233,36 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 		}
 		kinds, win, tab = make([]uint8, n), make([]int32, n), make([]uint32, size)
 	}
-	var first [numKinds]int
-	for k := range first {
-		first[k] = -1
-	}
-	var nValue, nAdmin int
-	for i := range in {
-		name, v := in[i].Name, in[i].Value
-		k := kindOf(name)
-		kinds[i] = k
-		switch k {
-		case kindDocRoot, kindScript:
-			if strings.IndexByte(v, 0) >= 0 {
-				return dst, fmt.Errorf("%w: NUL byte in %s", ErrUnsafePath, name)
-			}
-			if hasDotDot(v) {
-				return dst, fmt.Errorf("%w: \"..\" component in %s", ErrUnsafePath, name)
-			}
-		case kindPathTranslated:
-			// Not checked for "..": it is DOCUMENT_ROOT plus the
-			// client's PATH_INFO, which PHP reports but never opens.
-			if strings.IndexByte(v, 0) >= 0 {
-				return dst, fmt.Errorf("%w: NUL byte in %s", ErrUnsafePath, name)
-			}
-		case kindValue, kindAdminValue:
-			if strings.IndexByte(v, 0) >= 0 {
-				return dst, fmt.Errorf("%w: NUL byte in %s", ErrINIValue, name)
-			}
-			if k == kindValue {
-				nValue++
-			} else {
-				nAdmin++
-			}
-		}
-		if first[k] < 0 {
-			first[k] = i
-		}
+	if err := p.classify(kinds); err != nil {
+		return dst, err
 	}
 	dedup(in, win, tab)
 
-	// Pass 2: read the INI params and size every value Rewrite creates.
-	// The pin slots are kept out of the plans: escape analysis follows a
-	// struct as a whole, and the plans' output strings go to dst.
 	var valuePins, adminPins []pinSlot
 	var valueVerb, adminVerb []string
-	if nValue > 0 || nAdmin > 0 || c.IncludePath != "" || len(c.Defaults) > 0 {
+	if p.needsINI() {
 		var pins []pinSlot
-		if len(keys) <= stackPins {
+		if len(p.keys) <= stackPins {
 			var pinBuf [2 * stackPins]pinSlot
-			pins = pinBuf[:2*len(keys)]
+			pins = pinBuf[:2*len(p.keys)]
 		} else {
-			pins = make([]pinSlot, 2*len(keys))
+			pins = make([]pinSlot, 2*len(p.keys))
 		}
-		valuePins, adminPins = pins[:len(keys)], pins[len(keys):]
+		valuePins, adminPins = pins[:len(p.keys)], pins[len(p.keys):]
 		var verbBuf [2 * stackVerbatim]string
 		valueVerb, adminVerb = verbBuf[:stackVerbatim], verbBuf[stackVerbatim:]
 	}
-	value := iniPlan{name: "PHP_VALUE", kind: kindValue, n: nValue}
-	admin := iniPlan{name: "PHP_ADMIN_VALUE", kind: kindAdminValue, n: nAdmin}
-	total := 0
-	if nValue > 0 {
-		if err := value.scan(in, kinds, first[kindValue], keys, valuePins, valueVerb); err != nil {
-			return dst, err
-		}
-	}
-	if nAdmin > 0 {
-		if err := admin.scan(in, kinds, first[kindAdminValue], keys, adminPins, adminVerb); err != nil {
-			return dst, err
-		}
-	}
-	if c.IncludePath != "" && !value.hasInclude && !admin.hasInclude {
-		value.base = c.IncludePath
-		value.hasBase = true
-	}
-	if len(c.Defaults) > 0 {
-		value.addDefaults(keys, valuePins, adminPins, c.Defaults)
-	}
-	if err := value.size(keys, valuePins, &rep); err != nil {
+	if err := p.readINI(kinds, valuePins, adminPins, valueVerb, adminVerb); err != nil {
 		return dst, err
 	}
-	if err := admin.size(keys, adminPins, &rep); err != nil {
+	p.sizePaths(win)
+	if err := p.checkSizes(); err != nil {
 		return dst, err
 	}
-	total += value.outLen + admin.outLen
-
-	var script, translated pathPlan
-	if fromRoot != toRoot {
-		if f := first[kindScript]; f >= 0 {
-			v := in[win[f]].Value
-			script.skip = proxyPrefixLen(v)
-			script.size(v, fromRoot, toRoot)
-		}
-		if f := first[kindPathTranslated]; f >= 0 {
-			translated.size(in[win[f]].Value, fromRoot, toRoot)
-		}
+	if err := p.write(b, kinds, valuePins, adminPins, valueVerb, adminVerb); err != nil {
+		return dst, err
 	}
-	total += script.outLen + translated.outLen
-	for _, v := range [...]struct {
-		name    string
-		created bool
-		n       int
-	}{
-		{"SCRIPT_FILENAME", script.changed, script.outLen},
-		{"PATH_TRANSLATED", translated.changed, translated.outLen},
-		{"PHP_VALUE", value.rebuild, value.outLen},
-		{"PHP_ADMIN_VALUE", admin.rebuild, admin.outLen},
-	} {
-		if v.created && pairSize(len(v.name), v.n) > fcgi.MaxContent {
-			return dst, fmt.Errorf("%w: %s would be %d bytes: %w", ErrTooLarge, v.name, v.n, fcgi.ErrParamTooLarge)
-		}
-	}
-
-	// Pass 3: write every new value into one buffer.
-	if total > 0 {
-		// Sized exactly: nothing written below moves the array, so the
-		// strings taken from it stay good.
-		if cap(b.b) < total {
-			b.b = make([]byte, 0, total)
-		}
-		script.write(b, fromRoot, toRoot)
-		translated.write(b, fromRoot, toRoot)
-		if err := value.write(b, in, kinds, keys, valuePins, valueVerb, &rep); err != nil {
-			return dst, err
-		}
-		if err := admin.write(b, in, kinds, keys, adminPins, adminVerb, &rep); err != nil {
-			return dst, err
-		}
-		s := b.String()
-		script.out = s[script.start:script.end]
-		translated.out = s[translated.start:translated.end]
-		value.slice(s)
-		admin.slice(s)
-	}
-
-	// Pass 4: send each name once. Runs of params sent as they came are
-	// copied in bulk, which is cheaper than one append per param.
-	dst = slices.Grow(dst, n+1)
-	run := 0
-	for i := range in {
-		k, last := kinds[i], win[i]
-		if k == kindOther && last == int32(i) {
-			continue
-		}
-		dst = append(dst, in[run:i]...)
-		run = i + 1
-		if last < 0 {
-			continue
-		}
-		v := in[last].Value
-		switch k {
-		case kindDocRoot:
-			v = docroot
-		case kindScript:
-			v = script.result(v)
-		case kindPathTranslated:
-			v = translated.result(v)
-		case kindValue:
-			v = value.result(v)
-		case kindAdminValue:
-			v = admin.result(v)
-		case kindHTTPProxy:
-			if !c.KeepHTTPProxy {
-				continue
-			}
-		}
-		dst = append(dst, fcgi.Pair{Name: in[i].Name, Value: v})
-	}
-	dst = append(dst, in[run:]...)
-	if nValue == 0 && value.rebuild {
-		dst = append(dst, fcgi.Pair{Name: "PHP_VALUE", Value: value.out})
-	}
-	return dst, nil
+	return p.send(dst, kinds, win), nil
 }
 
 // buffer is where Rewrite writes the values it creates, in place of a

@@ -44,9 +44,7 @@ func activate(ctx context.Context, args []string, getenv func(string) string, st
 		rollback bool
 		roots    []string
 	)
-	fs := pflag.NewFlagSet("incpathd activate", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SortFlags = false
+	fs := newFlags("incpathd activate", stderr)
 	fs.StringVar(&link, "link", "", "the docroot symlink to point at RELEASE, e.g. /srv/site/current")
 	fs.BoolVar(&rollback, "rollback", false, "point --link back at its previous target, kept in LINK.previous")
 	fs.StringSliceVar(&roots, "allow-root", nil, "RELEASE's real path must lie at or below one of these (repeatable); give the daemon's --allow-root")
@@ -58,13 +56,10 @@ func activate(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprintf(stderr, "incpathd activate: %v\n", err)
 		return code
 	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := parseFlags(fs, args, getenv, "link", "allow-root"); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
-		return fail(2, err)
-	}
-	if err := setFromEnv(fs, getenv, "link", "allow-root"); err != nil {
 		return fail(2, err)
 	}
 	switch {

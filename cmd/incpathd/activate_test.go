@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // selfAsIncpathd returns a command that runs this test binary as incpathd
@@ -122,7 +124,7 @@ func TestActivateCommandRefuses(t *testing.T) {
 func TestUnknownCommandStartsNoDaemon(t *testing.T) {
 	for _, args := range [][]string{{"activat", "/srv/x"}, {"drian", "/srv/x"}, {"--listen", "127.0.0.1:0", "extra"}} {
 		done := make(chan int, 1)
-		var errb syncBuffer
+		var errb testsupport.LogBuffer
 		go func() { done <- run(context.Background(), args, func(string) string { return "" }, &errb, &errb, nil) }()
 		select {
 		case code := <-done:

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
@@ -15,7 +14,8 @@ import (
 
 	"github.com/incpathd/incpathd/control"
 	"github.com/incpathd/incpathd/inflight"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/internal/lifecycle"
+	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/upstream"
 )
 
@@ -52,25 +52,25 @@ func (c *releasesConfig) validate() error {
 
 // releases is the daemon's watcher, in-flight counts and control endpoint.
 type releases struct {
-	watcher *sapi.Watcher
+	watcher *pin.Watcher
 	tracker *inflight.Tracker // nil without --control or --metrics: nobody would read it
 	source  *control.Source   // likewise
 	srv     *http.Server
 	done    chan struct{}
 }
 
-// startReleases starts watching r's docroots and, with --control, counting
+// startReleases starts r's Watcher and, with --control, counting
 // requests per release and serving the control endpoint. It must run before
 // r's first Resolve.
-func startReleases(c *config, r *sapi.Resolver, log *slog.Logger, lc *lifecycle, set *upstream.Set) (*releases, error) {
-	rs := &releases{watcher: &sapi.Watcher{Logger: log, Disabled: !c.watch}}
+func startReleases(c *config, r *pin.Resolver, log *slog.Logger, lc *lifecycle.Lifecycle, set *upstream.Set) (*releases, error) {
+	rs := &releases{watcher: r.Watcher}
 	if c.pattern != "" {
 		// Usually the site's docroot link: report its release as in use
 		// before the first request names it.
 		rs.watcher.Remember(c.pattern)
 	}
 	// A failure is logged by the Watcher and leaves it in its fallback.
-	rs.watcher.Start(r)
+	r.Start()
 	if c.control == "" && c.ops.metrics == "" {
 		return rs, nil
 	}
@@ -81,11 +81,10 @@ func startReleases(c *config, r *sapi.Resolver, log *slog.Logger, lc *lifecycle,
 	if c.control == "" {
 		return rs, nil
 	}
-	mode, _ := strconv.ParseUint(c.controlMode, 8, 32)
 	// Through lc, so that a restart hands the socket to the next process:
 	// it could not open it itself while this one still serves.
-	l, err := lc.listen(c.control, func() (net.Listener, error) {
-		return control.Listen(c.control, os.FileMode(mode), c.controlAllowRemote)
+	l, err := lc.Listen(c.control, func() (net.Listener, error) {
+		return control.Listen(c.control, fileMode(c.controlMode), c.controlAllowRemote)
 	})
 	if err != nil {
 		rs.watcher.Close()

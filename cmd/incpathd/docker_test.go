@@ -28,11 +28,12 @@ import (
 	"github.com/incpathd/incpathd/internal/testenv"
 )
 
-// docker/ cannot be run here (no container engine), so these tests check
-// what can be checked without one: the Dockerfile, the compose file and the
-// Kubernetes manifest are parsed and held against each other and against
-// the binary's real flags, and TestSidecar runs the compose topology with
-// real processes.
+// make compose-test (scripts/compose-test.sh) runs docker/ in containers.
+// These tests check what can be checked without a container engine, in
+// every go test run: the Dockerfile, the compose file and the Kubernetes
+// manifest are parsed and held against each other and against the binary's
+// real flags, and TestSidecar runs the compose topology with real
+// processes.
 
 // dockerInstruction is one instruction of a Dockerfile.
 type dockerInstruction struct {
@@ -93,13 +94,26 @@ func (s dockerStage) last(t *testing.T, cmd string) string {
 	return args[len(args)-1]
 }
 
+// dockerStages splits instructions into stages. A FROM's image is given
+// with the defaults of the ARGs before the first FROM filled in.
 func dockerStages(t *testing.T, ins []dockerInstruction) []dockerStage {
 	t.Helper()
 	var stages []dockerStage
+	globals := map[string]string{}
 	for _, in := range ins {
+		if in.cmd == "ARG" && len(stages) == 0 {
+			k, v, ok := strings.Cut(in.args, "=")
+			require.True(t, ok, "line %d: ARG %s before FROM needs a default", in.line, in.args)
+			globals[k] = v
+			continue
+		}
 		if in.cmd == "FROM" {
 			f := strings.Fields(in.args)
-			s := dockerStage{from: f[0]}
+			s := dockerStage{from: os.Expand(f[0], func(k string) string {
+				v, ok := globals[k]
+				assert.True(t, ok, "line %d: FROM uses $%s, which no ARG sets", in.line, k)
+				return v
+			})}
 			if len(f) == 3 && strings.EqualFold(f[1], "AS") {
 				s.name = f[2]
 			}
@@ -290,14 +304,19 @@ type composeFile struct {
 type composeService struct {
 	Image string `yaml:"image"`
 	Build *struct {
-		Context    string `yaml:"context"`
-		Dockerfile string `yaml:"dockerfile"`
+		Context    string   `yaml:"context"`
+		Dockerfile string   `yaml:"dockerfile"`
+		Args       []string `yaml:"args"`
 	} `yaml:"build"`
 	Environment map[string]string `yaml:"environment"`
 	Volumes     []string          `yaml:"volumes"`
+	Tmpfs       []string          `yaml:"tmpfs"`
 	Ports       []string          `yaml:"ports"`
 	DependsOn   []string          `yaml:"depends_on"`
 }
+
+// composeVar matches a whole value that is one variable with a default.
+var composeVar = regexp.MustCompile(`^\$\{([A-Z_]+):-([^}]+)\}$`)
 
 // mounts returns the service's volumes as target → source.
 func (s composeService) mounts() map[string]string {
@@ -397,11 +416,34 @@ func TestCompose(t *testing.T) {
 	require.NoError(t, err)
 	assert.LessOrEqual(t, cfg.maxConns, children, "--max-conns at most pm.max_children")
 
-	// incpathd is built from the Dockerfile.
+	// incpathd is built from the Dockerfile, whose build stage's image can
+	// be replaced (GO_IMAGE, passed only when set: the Dockerfile has the
+	// default).
 	require.NotNil(t, incpathd.Build)
 	assert.Equal(t, "..", incpathd.Build.Context, "the repository root")
 	assert.FileExists(t, filepath.Join(testenv.ModuleRoot(t), incpathd.Build.Dockerfile))
 	assert.Equal(t, "docker/Dockerfile", incpathd.Build.Dockerfile)
+	assert.Equal(t, []string{"GO_IMAGE"}, incpathd.Build.Args)
+	assert.Contains(t, testenv.ReadModuleFile(t, "docker/Dockerfile"), "\nARG GO_IMAGE=")
+	assert.Empty(t, incpathd.Image, "the image is the one built")
+
+	// The other images are variables whose defaults are the official
+	// images (scripts/compose-test.sh sets them where those cannot be
+	// pulled).
+	for name, want := range map[string][]string{
+		"nginx":   {"NGINX_IMAGE", "nginx:1.26-alpine"},
+		"php-fpm": {"PHP_FPM_IMAGE", "php:8.2-fpm"},
+	} {
+		m := composeVar.FindStringSubmatch(c.Services[name].Image)
+		require.NotNil(t, m, "%s: image %q is not ${VAR:-default}", name, c.Services[name].Image)
+		assert.Equal(t, want, m[1:], name)
+	}
+
+	// incpathd's user can write the maintenance file, in a tmpfs of its
+	// own (docker compose exec incpathd /incpathd maintenance on).
+	mdir := path.Dir(cfg.ops.maintenanceFile)
+	require.NotEqual(t, ".", mdir, "INCPATHD_MAINTENANCE_FILE is set")
+	assert.Contains(t, incpathd.Tmpfs, mdir+":uid="+uid+",gid="+gid+",mode=0700")
 
 	// nginx sends FastCGI to the incpathd service on incpathd's port, and
 	// is published on the port it listens on.
@@ -409,6 +451,11 @@ func TestCompose(t *testing.T) {
 	require.NotEmpty(t, conf)
 	nginxConf := stripComments(testenv.ReadModuleFile(t, path.Join("docker", conf)))
 	assert.Contains(t, nginxConf, "server incpathd:"+portOf(t, cfg.listen)+";")
+	// ...and asks incpathd's HTTP endpoints for /readyz.
+	assert.Contains(t, nginxConf, "server incpathd:"+portOf(t, cfg.ops.metrics)+";")
+	assert.Equal(t, "0.0.0.0", strings.TrimSuffix(cfg.ops.metrics, ":"+portOf(t, cfg.ops.metrics)),
+		"the HTTP endpoints reach the other containers")
+	assert.Equal(t, poolValue(t, pool, "ping.path"), cfg.ops.upstreamPing)
 	assert.NotContains(t, nginxConf, "try_files", "nginx cannot see the files")
 	assert.NotContains(t, nginxConf, "$realpath_root", "nginx cannot see the files")
 	require.Len(t, nginx.Ports, 1)
@@ -448,8 +495,11 @@ func TestSidecar(t *testing.T) {
 		env[k] = strings.ReplaceAll(v, composeCode, site)
 	}
 	env["INCPATHD_LISTEN"] = testenv.FreeAddr(t)
+	metrics := testenv.FreeAddr(t)
+	env["INCPATHD_METRICS"] = metrics
+	env["INCPATHD_MAINTENANCE_FILE"] = filepath.Join(t.TempDir(), "maintenance")
 	env["INCPATHD_REALPATH_EVERY"] = "0" // see the flip at once
-	addr, log := startIncpathdEnv(t, getenvOf(env))
+	addr, log, _ := startIncpathdEnv(t, getenvOf(env))
 
 	nginx := testenv.StartNginxServer(t, testenv.NginxServerOptions{
 		User: "nobody",
@@ -457,6 +507,7 @@ func TestSidecar(t *testing.T) {
 			return testenv.Fill(t, testenv.ReadModuleFile(t, "docker/nginx/default.conf"),
 				"listen 80;", "listen "+listen+";",
 				"incpathd:9001", addr,
+				"incpathd:9101", metrics,
 				composeCode, site)
 		},
 	})
@@ -507,6 +558,14 @@ func TestSidecar(t *testing.T) {
 	}
 	check("A", page("GET", "/"))
 	check("A", page("GET", "/index.php/a/b?c=d"))
+
+	// /readyz through nginx: php-fpm's ping page answers through incpathd.
+	resp, err := nginx.Client().Get(nginx.URL + "/readyz")
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, 200, resp.StatusCode, "/readyz: %s", b)
 	check("A", page("POST", "/some/route"))
 
 	// A deploy, as the compose file's comment shows it.

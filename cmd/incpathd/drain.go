@@ -25,9 +25,7 @@ const drainSettle = 2
 // until no request in flight uses RELEASE and no docroot leads to it, and
 // exits 0; on timeout it exits 1 and says what still uses it.
 func drain(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("incpathd drain", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SortFlags = false
+	fs := newFlags("incpathd drain", stderr)
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
 	addr := fs.String("control", "", "the daemon's control endpoint (its --control); default $"+envName("control"))
 	interval := fs.Duration("interval", 100*time.Millisecond, "time between polls")
@@ -38,18 +36,18 @@ func drain(ctx context.Context, args []string, getenv func(string) string, stdou
 			"Exits 1 if that does not happen within --timeout, naming what still uses it.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	// Only --control from the environment: --timeout and --interval are
+	// this command's own, not the daemon's.
+	if _, err := parseFlags(fs, args, getenv, "control"); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintf(stderr, "incpathd drain: %v\n", err)
 		return 2
 	}
 	if fs.NArg() != 1 || fs.Arg(0) == "" {
 		fmt.Fprintln(stderr, "incpathd drain: name one release, e.g. incpathd drain /srv/site/releases/A")
 		return 2
-	}
-	if *addr == "" {
-		*addr = getenv(envName("control"))
 	}
 	if *addr == "" {
 		fmt.Fprintf(stderr, "incpathd drain: no control endpoint: give --control (the daemon's --control) or set %s\n", envName("control"))
@@ -73,13 +71,7 @@ func drain(ctx context.Context, args []string, getenv func(string) string, stdou
 	var shown []string
 	settled := 0
 	for {
-		var why []string
-		st, err := c.Status(ctx)
-		if err != nil {
-			why = []string{fmt.Sprintf("cannot read incpathd's control endpoint: %v", err)}
-		} else {
-			why = st.Busy(forms...)
-		}
+		why := busy(ctx, c, forms)
 		if len(why) == 0 {
 			if settled++; settled >= drainSettle {
 				fmt.Fprintf(stdout, "incpathd drain: %s is drained: no request in flight, no docroot leads to it\n", release)
@@ -108,6 +100,16 @@ func drain(ctx context.Context, args []string, getenv func(string) string, stdou
 		case <-t.C:
 		}
 	}
+}
+
+// busy polls the control endpoint once and says what still uses the
+// release: nothing, or why it cannot tell.
+func busy(ctx context.Context, c *control.Client, forms []string) []string {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return []string{fmt.Sprintf("cannot read incpathd's control endpoint: %v", err)}
+	}
+	return st.Busy(forms...)
 }
 
 // releaseForms returns the release as an absolute, clean path and, if it

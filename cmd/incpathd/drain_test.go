@@ -178,13 +178,13 @@ func TestE2EWatchNoResolutions(t *testing.T) {
 		args:  []string{"--control", ctl, "--realpath-every", "1ms"},
 		nginx: testenv.NginxOptions{KeepConn: true},
 	})
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	before := controlStatus(t, ctl).Resolver
 	require.True(t, before.Watching)
 	require.EqualValues(t, 1, before.Resolutions)
 	const n = 50
 	for range n {
-		s.assertPinned(t, s.index(t, "/index.php"), "A")
+		assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 		time.Sleep(2 * time.Millisecond) // past --realpath-every each time
 	}
 	after := controlStatus(t, ctl).Resolver
@@ -194,7 +194,7 @@ func TestE2EWatchNoResolutions(t *testing.T) {
 	require.NoError(t, s.site.Flip("B"))
 	require.Eventually(t, func() bool { return controlStatus(t, ctl).Resolver.WatchForgets > 0 },
 		5*time.Second, time.Millisecond)
-	s.assertPinned(t, s.index(t, "/index.php"), "B")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "B")
 	assert.EqualValues(t, 2, controlStatus(t, ctl).Resolver.Resolutions)
 }
 

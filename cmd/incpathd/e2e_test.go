@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/internal/testenv"
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // stack is real nginx → incpathd (in this process) → real php-fpm, in front
@@ -29,7 +29,7 @@ type stack struct {
 	fpm   *testenv.FPM
 	nginx *testenv.Nginx
 	addr  string // incpathd's
-	log   *syncBuffer
+	log   *testsupport.LogBuffer
 	stop  func()
 }
 
@@ -43,18 +43,24 @@ type stackOptions struct {
 // args name a --pool-probe flag, the pool probe is off: its call to the
 // upstream, before the first pinned request, would be one more request and
 // connection for the tests that count them (pinning_test.go tests it).
-func startIncpathd(t testing.TB, args ...string) (addr string, log *syncBuffer, stop func()) {
+func startIncpathd(t testing.TB, args ...string) (addr string, log *testsupport.LogBuffer, stop func()) {
 	t.Helper()
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--pool-probe") }) {
 		args = append(args, "--pool-probe=false")
 	}
-	log = &syncBuffer{}
+	return startIncpathdEnv(t, func(string) string { return "" }, args...)
+}
+
+// startIncpathdEnv runs incpathd in this process with getenv as its
+// environment, as a container would start it, until the test ends or stop
+// is called.
+func startIncpathdEnv(t testing.TB, getenv func(string) string, args ...string) (addr string, log *testsupport.LogBuffer, stop func()) {
+	t.Helper()
+	log = &testsupport.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, args, func(string) string { return "" }, io.Discard, log, ready)
-	}()
+	go func() { done <- run(ctx, args, getenv, io.Discard, log, ready) }()
 	select {
 	case addr = <-ready:
 	case code := <-done:
@@ -114,10 +120,13 @@ func (s *stack) index(t *testing.T, path string) testenv.IndexReport {
 	return r
 }
 
-// assertPinned checks that everything the page saw comes from release rel.
-func (s *stack) assertPinned(t *testing.T, r testenv.IndexReport, rel string) {
+// assertPinned checks that everything index.php saw (its report r) comes
+// from release rel of site: the script, its include_path include,
+// DOCUMENT_ROOT and the paths php-fpm saw, with the include_path every test
+// stack gives incpathd.
+func assertPinned(t *testing.T, site *testenv.Site, r testenv.IndexReport, rel string) {
 	t.Helper()
-	dir := s.site.Releases[rel]
+	dir := site.Releases[rel]
 	assert.Equal(t, rel, r.Release, "release of the script")
 	if assert.NotNil(t, r.IncludeRelease, "include through include_path found nothing; include_path %q", r.IncludePath) {
 		assert.Equal(t, rel, *r.IncludeRelease, "release of the include_path include")
@@ -142,12 +151,12 @@ func TestE2EPinsAndFlips(t *testing.T) {
 		nginx: testenv.NginxOptions{KeepConn: true},
 	})
 	for range 3 {
-		s.assertPinned(t, s.index(t, "/index.php"), "A")
+		assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	}
 	require.NoError(t, s.site.Flip("B"))
 	time.Sleep(400 * time.Millisecond) // wait out --realpath-every
 	for range 3 {
-		s.assertPinned(t, s.index(t, "/index.php"), "B")
+		assertPinned(t, s.site, s.index(t, "/index.php"), "B")
 	}
 	// The web server's own name comes through.
 	r := s.index(t, "/index.php")
@@ -156,7 +165,7 @@ func TestE2EPinsAndFlips(t *testing.T) {
 
 	// PATH_INFO style URL: PATH_TRANSLATED is pinned too.
 	r = s.index(t, "/index.php/a/b")
-	s.assertPinned(t, r, "B")
+	assertPinned(t, s.site, r, "B")
 	if assert.NotNil(t, r.PathInfo) && assert.NotNil(t, r.PathTranslated) {
 		assert.Equal(t, "/a/b", *r.PathInfo)
 		assert.Equal(t, s.site.Releases["B"]+"/a/b", *r.PathTranslated)
@@ -166,7 +175,7 @@ func TestE2EPinsAndFlips(t *testing.T) {
 	require.NoError(t, s.site.Flip("A"))
 	time.Sleep(400 * time.Millisecond)
 	for range 8 {
-		s.assertPinned(t, s.index(t, "/index.php"), "A")
+		assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	}
 }
 
@@ -177,9 +186,9 @@ func TestE2ETrustedDocroot(t *testing.T) {
 		args:  []string{"--docroot-sapi-list", "nginx", "--realpath-sapi-list", ""},
 		nginx: testenv.NginxOptions{RealpathRoot: true},
 	})
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	require.NoError(t, s.site.Flip("B"))
-	s.assertPinned(t, s.index(t, "/index.php"), "B") // nginx resolved it, no cache of ours
+	assertPinned(t, s.site, s.index(t, "/index.php"), "B") // nginx resolved it, no cache of ours
 }
 
 func TestE2EBigBodies(t *testing.T) {
@@ -214,14 +223,14 @@ func TestE2EBigBodies(t *testing.T) {
 	assert.Equal(t, testenv.PatternSHA256(size), hex.EncodeToString(h.Sum(nil)))
 
 	// The connection is still good for the next request.
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 }
 
 // php-fpm down: a request waits in the hold for --upstream-hold, then gets
 // a clean 502 that says why; php-fpm back, the pool recovers.
 func TestE2EUpstreamDown(t *testing.T) {
 	s := startStack(t, stackOptions{args: []string{"--upstream-hold", "500ms"}, nginx: testenv.NginxOptions{KeepConn: true}})
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	s.fpm.Stop()
 	start := time.Now()
 	code, body := s.nginx.Get(t, "/index.php")
@@ -235,14 +244,14 @@ func TestE2EUpstreamDown(t *testing.T) {
 
 	// php-fpm back: the pool recovers.
 	s.fpm.Start(t)
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 }
 
 // With --upstream-hold 0 a refused connection fails at once, as before
 // the hold.
 func TestE2EUpstreamDownNoHold(t *testing.T) {
 	s := startStack(t, stackOptions{args: []string{"--upstream-hold", "0"}, nginx: testenv.NginxOptions{KeepConn: true}})
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	s.fpm.Stop()
 	start := time.Now()
 	code, body := s.nginx.Get(t, "/index.php")
@@ -266,24 +275,6 @@ func TestE2EOutsideAllowedRoot(t *testing.T) {
 	code, body := s.nginx.Get(t, "/index.php")
 	assert.Equal(t, 403, code, "%s", body)
 	assert.Contains(t, s.log.String(), "outside")
-}
-
-// syncBuffer is a log sink safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // php-fpm closes a kept connection whenever a worker reaches

@@ -12,10 +12,10 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/spf13/pflag"
-
+	"github.com/incpathd/incpathd/pathsafe"
+	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/rewrite"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/spf13/pflag"
 )
 
 const execUsage = `Usage: incpathd exec [flags] -- COMMAND [ARG]...
@@ -75,9 +75,7 @@ func isPHP(argv0 string) bool {
 // be started.
 func execCmd(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
 	c := &execConfig{}
-	flags := pflag.NewFlagSet("incpathd exec", pflag.ContinueOnError)
-	flags.SetOutput(stderr)
-	flags.SortFlags = false
+	flags := newFlags("incpathd exec", stderr)
 	// Flags end at the command: its own flags are not ours.
 	flags.SetInterspersed(false)
 	flags.StringVar(&c.docroot, "docroot", "", "the symlinked docroot to resolve, e.g. /srv/site/current; default --search-replace-pattern")
@@ -96,13 +94,11 @@ func execCmd(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stderr, "incpathd exec: %v\n", err)
 		return code
 	}
-	if err := flags.Parse(args); err != nil {
+	// Every flag but -d: a setting for php is not a daemon's.
+	if _, err := parseFlags(flags, args, getenv, "docroot", "search-replace-pattern", "include-path", "pin-ini", "use-readlink", "allow-root"); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
-		return fail(2, err)
-	}
-	if err := setFromEnv(flags, getenv, "docroot", "search-replace-pattern", "include-path", "pin-ini", "use-readlink", "allow-root"); err != nil {
 		return fail(2, err)
 	}
 	if flags.NArg() == 0 {
@@ -153,7 +149,7 @@ func (c *execConfig) plan(cmd []string, wd string, environ []string) (p execPlan
 	if docroot, err = filepath.Abs(docroot); err != nil {
 		return p, 1, err
 	}
-	r := &sapi.Resolver{
+	r := &pin.Resolver{
 		UseReadlink:    c.useReadlink != "",
 		ReadlinkPrefix: c.useReadlink,
 		AllowRoots:     c.allowRoots,
@@ -279,25 +275,16 @@ func unquote(v string) string {
 func workDir(wd, docroot, resolved string) (string, error) {
 	wd, docroot = filepath.Clean(wd), filepath.Clean(docroot)
 	switch {
-	case within(wd, docroot):
+	case pathsafe.Within(wd, docroot):
 		dir := filepath.Join(resolved, strings.TrimPrefix(wd, docroot))
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			return "", fmt.Errorf("the working directory %s is not in the release %s: %s is missing", wd, resolved, dir)
 		}
 		return dir, nil
-	case within(wd, resolved):
+	case pathsafe.Within(wd, resolved):
 		return wd, nil
 	}
 	return resolved, nil
-}
-
-// within reports whether the clean path p is root or below it, by whole
-// components.
-func within(p, root string) bool {
-	if root == "/" {
-		return true
-	}
-	return p == root || len(p) > len(root) && p[len(root)] == '/' && p[:len(root)] == root
 }
 
 // setEnv returns env with name set to value, replacing earlier entries.

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/internal/testenv"
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // execCall is what exec would have replaced the process with.
@@ -224,7 +225,7 @@ func cliRun(t *testing.T, s *testenv.Site, cmd *exec.Cmd) (before, after phpLine
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	var stderr syncBuffer
+	var stderr testsupport.LogBuffer
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill() })

@@ -19,6 +19,7 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/internal/testenv"
+	"github.com/incpathd/incpathd/internal/testsupport"
 	"github.com/incpathd/incpathd/proxy"
 )
 
@@ -37,10 +38,7 @@ type faultStack struct {
 func startFaultStack(t *testing.T, o stackOptions) *faultStack {
 	t.Helper()
 	fs := &faultStack{}
-	testHookServing = func(p *fcgi.Pool, s *fcgi.Server) {
-		fs.pool = p
-		fs.proxy = s.Handler.(*proxy.Proxy)
-	}
+	testHookServing = func(d *daemon) { fs.pool, fs.proxy = d.pool, d.proxy }
 	defer func() { testHookServing = nil }()
 	fs.stack = startStack(t, o)
 	require.NotNil(t, fs.pool)
@@ -57,7 +55,7 @@ func (fs *faultStack) checkNoLeaks(t *testing.T) {
 	t.Helper()
 	fs.nginx.Client().CloseIdleConnections()
 	fs.nginx.Stop()
-	ok := eventually(10*time.Second, func() bool { return runtime.NumGoroutine() <= fs.baseGoroutines })
+	ok := testsupport.Eventually(10*time.Second, func() bool { return runtime.NumGoroutine() <= fs.baseGoroutines })
 	if !ok {
 		buf := make([]byte, 1<<20)
 		t.Errorf("goroutines: got %d; want at most %d\n%s", runtime.NumGoroutine(), fs.baseGoroutines, buf[:runtime.Stack(buf, true)])
@@ -65,7 +63,7 @@ func (fs *faultStack) checkNoLeaks(t *testing.T) {
 	st := fs.pool.Stats()
 	assert.Equal(t, st.Open, st.Idle, "upstream connections still busy: %+v", st)
 	assert.LessOrEqual(t, st.Open, fs.pool.MaxConns)
-	ok = eventually(10*time.Second, func() bool { return openFDs(t) <= fs.baseFDs+fs.pool.Stats().Open })
+	ok = testsupport.Eventually(10*time.Second, func() bool { return openFDs(t) <= fs.baseFDs+fs.pool.Stats().Open })
 	assert.True(t, ok, "open files: got %d; want at most %d + %d idle upstream", openFDs(t), fs.baseFDs, fs.pool.Stats().Open)
 }
 
@@ -77,18 +75,6 @@ func openFDs(t testing.TB) int {
 		t.Skipf("no /proc/self/fd: %v", err)
 	}
 	return len(ents)
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
 }
 
 // loadSample is one request of a load run.
@@ -383,7 +369,7 @@ func TestFaultClientAborts(t *testing.T) {
 	}
 	// The aborted requests' upstream connections are closed, not kept:
 	// every abort is logged, and the pool does not hold them.
-	ok := eventually(10*time.Second, func() bool {
+	ok := testsupport.Eventually(10*time.Second, func() bool {
 		return strings.Count(s.log.String(), "request aborted by the web server") >= 6
 	})
 	assert.True(t, ok, "aborts logged: %d; want 6", strings.Count(s.log.String(), "request aborted by the web server"))
@@ -394,7 +380,7 @@ func TestFaultClientAborts(t *testing.T) {
 
 	// The stack still serves.
 	for range 4 {
-		s.assertPinned(t, s.index(t, "/index.php"), "A")
+		assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	}
 	s.checkNoLeaks(t)
 }
@@ -405,7 +391,7 @@ func TestFaultClientAborts(t *testing.T) {
 func TestFaultAbortRequestRecord(t *testing.T) {
 	up := startFakeUpstream(t)
 	var pool *fcgi.Pool
-	testHookServing = func(p *fcgi.Pool, _ *fcgi.Server) { pool = p }
+	testHookServing = func(d *daemon) { pool = d.pool }
 	addr, log, _ := startIncpathd(t, "--listen", testenv.FreeAddr(t), "--upstream", up.addr, "--log-level", "debug")
 	testHookServing = nil
 	site := newPathSite(t)
@@ -414,7 +400,7 @@ func TestFaultAbortRequestRecord(t *testing.T) {
 	for i := range 5 {
 		c := dialFCGI(t, addr)
 		require.NoError(t, c.send(true, baseParams(site.current, "sleep=10s&n="+strconv.Itoa(i)), nil))
-		require.True(t, eventually(5*time.Second, func() bool { return len(up.requests()) == i+1 }), "request %d not forwarded", i)
+		require.True(t, testsupport.Eventually(5*time.Second, func() bool { return len(up.requests()) == i+1 }), "request %d not forwarded", i)
 		start := time.Now()
 		_, err := c.nc.Write(recordBytes(fcgi.TypeAbortRequest, 1, nil))
 		require.NoError(t, err)
@@ -423,11 +409,11 @@ func TestFaultAbortRequestRecord(t *testing.T) {
 		assert.Less(t, time.Since(start), 3*time.Second)
 		c.nc.Close()
 	}
-	assert.True(t, eventually(5*time.Second, func() bool { return up.aborted() == 5 }), "upstream requests ended: %d of 5", up.aborted())
+	assert.True(t, testsupport.Eventually(5*time.Second, func() bool { return up.aborted() == 5 }), "upstream requests ended: %d of 5", up.aborted())
 	st := pool.Stats()
 	assert.Zero(t, st.Open, "the aborted requests' upstream connections are kept: %+v", st)
 	assert.Equal(t, 5, strings.Count(log.String(), "request aborted by the web server"))
-	assert.True(t, eventually(5*time.Second, func() bool { return runtime.NumGoroutine() <= base }),
+	assert.True(t, testsupport.Eventually(5*time.Second, func() bool { return runtime.NumGoroutine() <= base }),
 		"goroutines: got %d; want at most %d", runtime.NumGoroutine(), base)
 }
 

@@ -239,8 +239,8 @@ func TestBlueGreen(t *testing.T) {
 	}
 	ctl := "unix:" + filepath.Join(dir, "control.sock")
 	var set *upstream.Set
-	testHookUpstreams = func(s *upstream.Set) { set = s }
-	defer func() { testHookUpstreams = nil }()
+	testHookServing = func(d *daemon) { set = d.set }
+	defer func() { testHookServing = nil }()
 	addr, log, _ := startIncpathd(t, append(args,
 		"--listen", testenv.FreeAddr(t),
 		"--search-replace-pattern", site.Current,

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -11,14 +10,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/internal/testenv"
-	"github.com/incpathd/incpathd/sapi"
+	"github.com/incpathd/incpathd/internal/testsupport"
+	"github.com/incpathd/incpathd/pin"
 )
 
 // Every front end, for real, in front of incpathd and a real php-fpm, each
@@ -251,7 +250,7 @@ func TestFrontEndCGIFCGI(t *testing.T) {
 
 // startFrontEndStack starts php-fpm with the example pool lines, incpathd
 // and the front end, and returns the site, the front end and incpathd's log.
-func startFrontEndStack(t *testing.T, fc frontEndCase) (*testenv.Site, frontEnd, *syncBuffer) {
+func startFrontEndStack(t *testing.T, fc frontEndCase) (*testenv.Site, frontEnd, *testsupport.LogBuffer) {
 	t.Helper()
 	site := testenv.NewSite(t, "A", "B")
 	sock := testenv.FreeSocket(t, "php-fpm.sock")
@@ -311,10 +310,10 @@ func testFrontEnd(t *testing.T, fc frontEndCase) {
 	// The front end's name, as incpathd reads it: pinned only if it maps to
 	// fc.sapi, the one name incpathd was told.
 	r := index("GET", "/index.php", nil)
-	assertPinnedTo(t, site, r, "A")
+	assertPinned(t, site, r, "A")
 	if assert.NotNil(t, r.ServerSoftware) {
 		assert.True(t, strings.HasPrefix(*r.ServerSoftware, fc.product), "SERVER_SOFTWARE %q", *r.ServerSoftware)
-		assert.Equal(t, fc.sapi, sapi.Name([]fcgi.Pair{{Name: "SERVER_SOFTWARE", Value: *r.ServerSoftware}}))
+		assert.Equal(t, fc.sapi, pin.Name([]fcgi.Pair{{Name: "SERVER_SOFTWARE", Value: *r.ServerSoftware}}))
 	}
 
 	// PATH_INFO style URLs, by GET and by POST.
@@ -324,7 +323,7 @@ func testFrontEnd(t *testing.T, fc frontEndCase) {
 			body = []byte("greeting=hello")
 		}
 		r = index(method, "/index.php/a/b?x=1", body)
-		assertPinnedTo(t, site, r, "A")
+		assertPinned(t, site, r, "A")
 		if assert.NotNil(t, r.PathInfo, method) {
 			assert.Equal(t, "/a/b", *r.PathInfo, method)
 		}
@@ -351,30 +350,8 @@ func testFrontEnd(t *testing.T, fc frontEndCase) {
 	assert.Equal(t, "A A A A", line, "script, include, late include, DOCUMENT_ROOT")
 
 	// The next request is pinned to B, whole.
-	assertPinnedTo(t, site, index("GET", "/index.php", nil), "B")
+	assertPinned(t, site, index("GET", "/index.php", nil), "B")
 	assert.Equal(t, "B B B B", testenv.LateInclude(t, get, func() {}))
-}
-
-// assertPinnedTo checks that everything index.php saw comes from release rel
-// of site, with the include_path startFrontEndStack gives incpathd.
-func assertPinnedTo(t *testing.T, site *testenv.Site, r testenv.IndexReport, rel string) {
-	t.Helper()
-	dir := site.Releases[rel]
-	assert.Equal(t, rel, r.Release, "release of the script")
-	if assert.NotNil(t, r.IncludeRelease, "include through include_path found nothing; include_path %q", r.IncludePath) {
-		assert.Equal(t, rel, *r.IncludeRelease, "release of the include_path include")
-	}
-	if assert.NotNil(t, r.DocrootRelease) {
-		assert.Equal(t, rel, *r.DocrootRelease, "release read through DOCUMENT_ROOT")
-	}
-	if assert.NotNil(t, r.DocumentRoot) {
-		assert.Equal(t, dir, *r.DocumentRoot)
-	}
-	if assert.NotNil(t, r.ScriptFilename) {
-		assert.Equal(t, filepath.Join(dir, "index.php"), *r.ScriptFilename)
-	}
-	assert.Equal(t, filepath.Join(dir, "index.php"), r.File)
-	assert.Equal(t, ".:"+dir+"/include:/usr/share/php", r.IncludePath)
 }
 
 func readAll(t *testing.T, r io.Reader) []byte {
@@ -407,36 +384,4 @@ func TestCGIFCGIPing(t *testing.T) {
 	r = c.Run(t, []string{"REQUEST_METHOD=GET", "SCRIPT_NAME=/fpm-ping", "SCRIPT_FILENAME=/fpm-ping"}, nil)
 	assert.Equal(t, 500, r.Status, "%s", r.Body)
 	assert.NotContains(t, string(r.Body), "pong")
-}
-
-// startIncpathdEnv runs incpathd in this process with getenv as its
-// environment, as a container would start it, until the test ends.
-func startIncpathdEnv(t testing.TB, getenv func(string) string, args ...string) (addr string, log *syncBuffer) {
-	t.Helper()
-	log = &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan int, 1)
-	go func() { done <- run(ctx, args, getenv, io.Discard, log, ready) }()
-	select {
-	case addr = <-ready:
-	case code := <-done:
-		cancel()
-		t.Fatalf("incpathd exited with %d before serving:\n%s", code, log)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatalf("incpathd did not start:\n%s", log)
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(40 * time.Second):
-			t.Errorf("incpathd did not stop")
-		}
-		if t.Failed() {
-			t.Logf("incpathd log:\n%s", log)
-		}
-	})
-	return addr, log
 }

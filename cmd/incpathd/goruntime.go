@@ -93,6 +93,7 @@ func tuneRuntime(c runtimeConfig, gomaxprocsSet bool, log *slog.Logger) {
 	if !restartable {
 		return
 	}
+	restoreProcName()
 	p := planRuntime(c, gomaxprocsSet, os.Getenv)
 	if p.exec {
 		env := append(os.Environ(), "GODEBUG="+p.godebug)

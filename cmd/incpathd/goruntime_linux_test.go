@@ -66,6 +66,11 @@ func TestRuntimeDefaults(t *testing.T) {
 			line := log[strings.Index(log, `msg="go runtime"`):]
 			line = line[:strings.IndexByte(line, '\n')+1]
 			assert.Contains(t, line, "gomaxprocs="+tc.procs+" ", line)
+			// The re-exec through /proc/self/exe must not leave the
+			// process named "exe" for pgrep, pkill and systemd.
+			comm, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/comm")
+			require.NoError(t, err)
+			assert.Equal(t, "incpathd\n", string(comm))
 		})
 	}
 }

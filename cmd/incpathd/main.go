@@ -1,5 +1,3 @@
-// Command incpathd is a FastCGI proxy that pins every PHP request to one
-// release of a site deployed by symlink swap. See the README.
 package main
 
 import (
@@ -8,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -19,12 +16,8 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/incpathd/incpathd/fcgi"
-	"github.com/incpathd/incpathd/fpmcall"
-	"github.com/incpathd/incpathd/internal/unixsock"
-	"github.com/incpathd/incpathd/proxy"
+	"github.com/incpathd/incpathd/internal/lifecycle"
 	"github.com/incpathd/incpathd/rewrite"
-	"github.com/incpathd/incpathd/sapi"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,8 +27,14 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	restartable = true
-	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil))
+	env := lifecycle.Env{Getenv: os.Getenv, Restartable: restartable}
+	os.Exit(dispatch(ctx, os.Args[1:], env, os.Stdout, os.Stderr, nil))
 }
+
+// restartable is set by main: this process is incpathd itself, so it may
+// start itself again (tuneRuntime) and own SIGHUP (lifecycle.Env). Tests
+// that call run in-process leave it false.
+var restartable bool
 
 // config is everything the flags decide.
 type config struct {
@@ -67,9 +66,7 @@ type config struct {
 }
 
 func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
-	fs := pflag.NewFlagSet("incpathd", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SortFlags = false
+	fs := newFlags("incpathd", stderr)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:9001", "address the web server connects to: host:port, or unix:/path")
 	fs.StringVar(&c.listenMode, "listen-mode", "0660", "permissions of a unix listen socket (octal)")
 	addUpstreamFlags(fs, &c.up)
@@ -105,11 +102,6 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	return fs
 }
 
-// envName is the environment variable that sets a flag.
-func envName(flag string) string {
-	return "INCPATHD_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
 // parse reads flags from args, then fills the flags not given there from
 // INCPATHD_* variables: the command line wins.
 func parse(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -119,27 +111,11 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 		fmt.Fprintf(stderr, "Usage: incpathd [serve] [flags]\n       incpathd activate|drain|exec|maintenance|upstream ... (incpathd help COMMAND)\n\nEvery flag can also be set by the environment variable INCPATHD_<FLAG>, e.g. INCPATHD_UPSTREAM.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	from, err := parseFlags(fs, args, getenv, allFlags...)
+	if err != nil {
 		return nil, err
 	}
-	c.flags, c.from, c.args = fs, map[string]string{}, fs.Args()
-	var envErr error
-	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed {
-			c.from[f.Name] = fromFlag
-		}
-		v := getenv(envName(f.Name))
-		if f.Changed || v == "" || envErr != nil {
-			return
-		}
-		if err := fs.Set(f.Name, v); err != nil {
-			envErr = fmt.Errorf("invalid value %q for %s (--%s): %w", v, envName(f.Name), f.Name, err)
-		}
-		c.from[f.Name] = fromEnv
-	})
-	if envErr != nil {
-		return nil, envErr
-	}
+	c.flags, c.from, c.args = fs, from, fs.Args()
 	return c, c.validate()
 }
 
@@ -233,32 +209,26 @@ func newLogger(c *config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// listen opens addr: "host:port", or "unix:/path" with permissions mode
-// (octal, validated), created by unixsock.Listen, which replaces a stale
-// socket left by a crash and refuses a live one or anything that is not a
-// socket.
-func listen(addr, mode string) (net.Listener, error) {
-	path, ok := strings.CutPrefix(addr, "unix:")
-	if !ok {
-		return net.Listen("tcp", addr)
-	}
-	m, _ := strconv.ParseUint(mode, 8, 32)
-	return unixsock.Listen(path, os.FileMode(m))
-}
-
-// testHookServing, if set, is given the daemon's upstream pool and server
-// before it serves: tests read their state.
-var testHookServing func(*fcgi.Pool, *fcgi.Server)
+// testHookServing, if set, is given the daemon's graph before it serves:
+// tests read its state.
+var testHookServing func(*daemon)
 
 // testHookStarted, if set, runs once every socket is open, before the
 // daemon reports ready; an error makes it fail there, as a start that goes
 // wrong late would.
 var testHookStarted func() error
 
-// run is main without the process around it: the daemon, or one of the
-// subcommands named by the first argument. ready, if not nil, receives the
-// daemon's listen address once requests are accepted.
+// run is main without the process around it, for tests: the environment
+// is getenv, and the daemon neither owns SIGHUP nor restarts. ready, if not
+// nil, receives the daemon's listen address once requests are accepted.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) int {
+	return dispatch(ctx, args, lifecycle.Env{Getenv: getenv}, stdout, stderr, ready)
+}
+
+// dispatch runs the daemon, or one of the subcommands named by the first
+// argument, in env.
+func dispatch(ctx context.Context, args []string, env lifecycle.Env, stdout, stderr io.Writer, ready chan<- string) int {
+	getenv := env.Getenv
 	if len(args) > 0 {
 		switch args[0] {
 		case "serve":
@@ -277,7 +247,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return help(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
-	return serve(ctx, args, getenv, stdout, stderr, ready)
+	return serve(ctx, args, env, stdout, stderr, ready)
 }
 
 // commands are the subcommands run dispatches on; serve is the default.
@@ -300,8 +270,8 @@ func help(ctx context.Context, args []string, getenv func(string) string, stdout
 }
 
 // serve runs the daemon until ctx ends, then shuts down gracefully.
-func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready chan<- string) int {
-	c, err := parse(args, getenv, stderr)
+func serve(ctx context.Context, args []string, env lifecycle.Env, stdout, stderr io.Writer, ready chan<- string) int {
+	c, err := parse(args, env.Getenv, stderr)
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
@@ -324,78 +294,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log := newLogger(c, stderr)
 	tuneRuntime(c.rt, c.from["gomaxprocs"] != "", log)
-
-	set := newUpstreams(c, log)
-	defer set.Close()
-	// The first pool is the one the pool probe asks (fpmcall), and the
-	// one the tests' hooks see.
-	pool := set.Pools()[0].FCGI
-	p := &proxy.Proxy{
-		Pool:      pool,
-		Upstreams: set,
-		Policy:    sapi.Policy{DocrootList: c.docrootSAPIs, RealpathList: c.realpathSAPIs},
-		Resolver: &sapi.Resolver{
-			Every:          c.realpathEvery,
-			UseReadlink:    c.useReadlink != "",
-			ReadlinkPrefix: c.useReadlink,
-			AllowRoots:     c.allowRoots,
-		},
-		Rewrite: rewrite.Config{
-			SearchReplacePattern: c.pattern,
-			IncludePath:          c.includePath,
-			PinINI:               c.pinINI,
-			Defaults:             c.defaults,
-			KeepHTTPProxy:        c.keepHTTPProxy,
-		},
-		Logger: log,
-	}
-	if c.poolProbe {
-		caller := &fpmcall.Caller{Pool: pool, Dir: c.poolProbeDir, Timeout: c.connectTimeout + 5*time.Second}
-		if err := caller.Start(); err != nil {
-			log.Error("--pool-probe: the pool's ini values cannot be learned; requests that do not set a --pin-ini key are pinned without it, and a value an earlier request set stays in the worker: set --pin-default for each key, or --pool-probe-dir",
-				"err", err)
-		} else {
-			defer caller.Close()
-			p.PoolINI = caller.INI
-		}
-	}
-	// The lifecycle first: it owns every listening socket, the control
-	// endpoint's included, so that a restart hands them all on.
-	lc, err := newLifecycle(c, getenv, log)
+	d, err := newDaemon(c, env, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
-		return 1
-	}
-	rel, err := startReleases(c, p.Resolver, log, lc, set)
-	if err != nil {
-		lc.close(false)
-		log.Error("cannot serve the control endpoint", "addr", c.control, "err", err)
-		return 1
-	}
-	defer rel.Close()
-	p.Releases = rel.tracker
-	srv := &fcgi.Server{
-		Handler:        p,
-		MaxParamsBytes: c.maxParamsBytes,
-		MaxParams:      c.maxParams,
-		MaxConns:       c.maxClientConns,
-		ReadTimeout:    c.readTimeout,
-		IdleTimeout:    c.idleTimeout,
-		Logger:         log,
-	}
-	d, err := startDaemon(c, lc, log, set, p, srv, rel)
-	if err != nil {
-		log.Error("cannot start", "listen", c.listen, "err", err)
 		return 1
 	}
 	defer d.close()
 	log.Info("incpathd serving", "version", version, "listen", d.listeners[0].Addr().String(), "upstream", c.up.addresses(),
 		"realpath_every", c.realpathEvery, "pattern", c.pattern, "metrics", d.httpAddr, "pid", os.Getpid())
 	if testHookServing != nil {
-		testHookServing(pool, srv)
-	}
-	if testHookUpstreams != nil {
-		testHookUpstreams(set)
+		testHookServing(d)
 	}
 	if testHookStarted != nil {
 		if err := testHookStarted(); err != nil {
@@ -403,32 +311,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			return 1
 		}
 	}
-	errc := make(chan error, len(d.listeners))
-	for _, l := range d.listeners {
-		go func() { errc <- srv.Serve(l) }()
+	return d.run(ctx, ready)
+}
+
+// rewriteConfig is how the proxy pins params.
+func rewriteConfig(c *config) rewrite.Config {
+	return rewrite.Config{
+		SearchReplacePattern: c.pattern,
+		IncludePath:          c.includePath,
+		PinINI:               c.pinINI,
+		Defaults:             c.defaults,
+		KeepHTTPProxy:        c.keepHTTPProxy,
 	}
-	d.ready()
-	if ready != nil {
-		ready <- d.listeners[0].Addr().String()
-	}
-	serving := len(d.listeners)
-	select {
-	case err := <-errc:
-		log.Error("serving stopped", "err", err)
-		return 1
-	case <-ctx.Done():
-	case <-d.lc.upgraded():
-	}
-	d.stopping()
-	log.Info("shutting down", "timeout", c.shutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("shutdown timed out; requests still in flight were cut", "err", err)
-	}
-	for range serving {
-		<-errc
-	}
-	d.shutdown(sctx)
-	return 0
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/internal/testenv"
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // TestMain lets tests run this test binary as incpathd itself
@@ -146,7 +147,7 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	listen := testenv.FreeAddr(t)
 	cmd := exec.Command(os.Args[0], "--listen", listen, "--upstream", fpm.Addr, "--shutdown-timeout", "10s")
 	cmd.Env = append(os.Environ(), "INCPATHD_TEST_MAIN=1")
-	var logs syncBuffer
+	var logs testsupport.LogBuffer
 	cmd.Stderr = &logs
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })

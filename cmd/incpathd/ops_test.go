@@ -143,7 +143,7 @@ func TestE2EMaintenance(t *testing.T) {
 			"--maintenance-allow", "192.0.2.0/24"},
 		nginx: testenv.NginxOptions{KeepConn: true},
 	})
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 
 	var out bytes.Buffer
 	require.Equal(t, 0, run(context.Background(), []string{"maintenance", "on", "--maintenance-file", file}, os.Getenv, &out, &out, nil), out.String())
@@ -174,7 +174,7 @@ func TestE2EMaintenance(t *testing.T) {
 		code, _, _ = httpGet(t, s.nginx.Client(), s.nginx.URL+"/index.php")
 		return code == 200
 	}, 5*time.Second, 5*time.Millisecond, "maintenance mode never ended")
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	assert.Contains(t, s.log.String(), "maintenance mode off")
 }
 
@@ -184,7 +184,7 @@ func TestE2EMaintenanceAllow(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "maintenance")
 	require.NoError(t, os.WriteFile(file, nil, 0o644))
 	s := startStack(t, stackOptions{args: []string{"--maintenance-file", file, "--maintenance-allow", "127.0.0.1"}})
-	s.assertPinned(t, s.index(t, "/index.php"), "A")
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 
 	other := startStack(t, stackOptions{args: []string{"--maintenance-file", file, "--maintenance-allow", "10.0.0.0/8"}})
 	code, hdr, body := httpGet(t, other.nginx.Client(), other.nginx.URL+"/index.php")
@@ -200,7 +200,7 @@ func TestE2EMetricsAndHealth(t *testing.T) {
 		nginx: testenv.NginxOptions{KeepConn: true},
 	})
 	for range 4 {
-		s.assertPinned(t, s.index(t, "/index.php"), "A")
+		assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	}
 	c := &http.Client{Timeout: 10 * time.Second}
 	base := "http://" + maddr

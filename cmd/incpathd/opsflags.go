@@ -91,13 +91,6 @@ func metricsAddr(s string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// Where a flag's value came from, for --print-config.
-const (
-	fromDefault = "default"
-	fromEnv     = "env"
-	fromFlag    = "flag"
-)
-
 // printConfig writes every flag with its effective value and its source.
 func printConfig(c *config, w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

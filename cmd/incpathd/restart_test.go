@@ -416,29 +416,3 @@ func environOf(t *testing.T, pid int) string {
 	require.NoError(t, err)
 	return string(bytes.ReplaceAll(b, []byte{0}, []byte{'\n'}))
 }
-
-func TestSystemdListenersChecksPID(t *testing.T) {
-	env := map[string]string{"LISTEN_FDS": "1", "LISTEN_PID": "1"}
-	got, err := systemdListeners(func(k string) string { return env[k] }, os.Getpid())
-	require.NoError(t, err)
-	assert.Empty(t, got, "descriptors meant for another process are left alone")
-	env["LISTEN_PID"] = strconv.Itoa(os.Getpid())
-	env["LISTEN_FDS"] = "0"
-	got, err = systemdListeners(func(k string) string { return env[k] }, os.Getpid())
-	require.NoError(t, err)
-	assert.Empty(t, got)
-}
-
-func TestWritePIDFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "incpathd.pid")
-	require.NoError(t, writePIDFile(path, 1234))
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	assert.Equal(t, "1234\n", string(b))
-	require.NoError(t, writePIDFile(path, 5678))
-	b, _ = os.ReadFile(path)
-	assert.Equal(t, "5678\n", string(b))
-	entries, _ := os.ReadDir(filepath.Dir(path))
-	assert.Len(t, entries, 1, "no temporary file left")
-	assert.Error(t, writePIDFile(filepath.Join(t.TempDir(), "missing", "x.pid"), 1))
-}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/internal/testenv"
+	"github.com/incpathd/incpathd/internal/testsupport"
 	"github.com/incpathd/incpathd/proxy"
 )
 
@@ -44,7 +45,7 @@ func TestSoak(t *testing.T) {
 		pool *fcgi.Pool
 		prx  *proxy.Proxy
 	)
-	testHookServing = func(p *fcgi.Pool, s *fcgi.Server) { pool, prx = p, s.Handler.(*proxy.Proxy) }
+	testHookServing = func(d *daemon) { pool, prx = d.pool, d.proxy }
 	addr, log, _ := startIncpathd(t,
 		"--listen", testenv.FreeAddr(t),
 		"--upstream", up.addr,
@@ -195,7 +196,7 @@ func TestSoak(t *testing.T) {
 	}
 	// The fake upstream lives in this process: each idle pooled connection
 	// has its serving goroutine and a second file there.
-	ok := eventually(20*time.Second, func() bool {
+	ok := testsupport.Eventually(20*time.Second, func() bool {
 		st := pool.Stats()
 		return prx.Stats().InFlight.Load() == 0 && st.Open == st.Idle && runtime.NumGoroutine() <= baseGoroutines+st.Idle
 	})

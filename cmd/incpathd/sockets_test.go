@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/internal/testenv"
+	"github.com/incpathd/incpathd/internal/testsupport"
 )
 
 // daemonSockets are the three unix sockets a daemon can listen on.
@@ -148,7 +149,7 @@ func TestUnixListenRefusesAFile(t *testing.T) {
 			s := newDaemonSockets(t)
 			path := map[string]string{"--listen": s.listen, "--control": s.control, "--metrics": s.metrics}[flag]
 			require.NoError(t, os.WriteFile(path, []byte("keep me"), 0o644))
-			var errb syncBuffer
+			var errb testsupport.LogBuffer
 			// Bounded: a daemon that took the path over would serve on.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

@@ -12,11 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/incpathd/incpathd/control"
-	"github.com/incpathd/incpathd/upstream"
 )
-
-// testHookUpstreams, if set, is given the daemon's pools before it serves.
-var testHookUpstreams func(*upstream.Set)
 
 // upstreamCmd is `incpathd upstream use NAME | status`, over the daemon's
 // control endpoint.

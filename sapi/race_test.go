@@ -1,5 +1,0 @@
-//go:build race
-
-package sapi
-
-const raceEnabled = true
