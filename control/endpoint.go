@@ -56,22 +56,26 @@ func (e *Endpoint) checkTimeout() time.Duration {
 	return 5 * time.Second
 }
 
-// Handler serves the endpoint.
+// Handler serves the endpoint: GET /releases, and the routes Register
+// adds.
 func (e *Endpoint) Handler() http.Handler {
+	mux := NewMux(e.Status)
+	e.Register(mux)
+	return mux
+}
+
+// Register adds GET /upstreams and POST /upstreams/use to mux, when there
+// are Upstreams.
+func (e *Endpoint) Register(mux *http.ServeMux) {
 	if e.Audit == nil {
 		e.Audit = &Audit{}
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /releases", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, e.Status())
-	})
 	if e.Upstreams != nil {
 		mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, upstreamsOf(e.Upstreams))
 		})
 		mux.HandleFunc("POST /upstreams/use", e.use)
 	}
-	return mux
 }
 
 func upstreamsOf(s *upstream.Set) Upstreams {
@@ -110,31 +114,8 @@ func (e *Endpoint) use(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, UseResult{Previous: prev.Name, Active: req.Name, Busy: e.Upstreams.Busy()})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
-}
-
-// Server is the endpoint served with timeouts fit for a local one, and the
-// peer of each connection read for the audit (ConnContext).
-func (e *Endpoint) Server() *http.Server {
-	return &http.Server{
-		Handler:           e.Handler(),
-		ConnContext:       ConnContext,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       time.Minute,
-		MaxHeaderBytes:    16 << 10,
-	}
-}
+// Server is the endpoint served by ServerFor.
+func (e *Endpoint) Server() *http.Server { return ServerFor(e.Handler()) }
 
 // errorText is the text of a refusal the endpoint answered, for the client.
 func errorText(body []byte) string { return strings.TrimSpace(string(body)) }

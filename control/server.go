@@ -1,6 +1,7 @@
 package control
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/incpathd/incpathd/internal/unixsock"
 )
@@ -78,12 +80,40 @@ func Listen(addr string, mode os.FileMode, allowRemote bool) (net.Listener, erro
 }
 
 // Handler serves GET /releases with status's answer.
-func Handler(status func() Status) http.Handler {
-	return (&Endpoint{Status: status}).Handler()
+func Handler(status func() Status) http.Handler { return NewMux(status) }
+
+// NewMux is Handler as a mux more routes can be added to (see Routes).
+func NewMux(status func() Status) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /releases", func(w http.ResponseWriter, r *http.Request) {
+		b, err := json.MarshalIndent(status(), "", "  ")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write(append(b, '\n'))
+	})
+	return mux
 }
 
 // Server is the control endpoint: Handler served on a listener with
-// timeouts fit for a local endpoint.
-func Server(status func() Status) *http.Server {
-	return (&Endpoint{Status: status}).Server()
+// timeouts fit for a local, read-only endpoint.
+func Server(status func() Status) *http.Server { return ServerFor(Handler(status)) }
+
+// ServerFor is Server for any handler; a handler that runs long (a warm)
+// extends its own write deadline.
+//
+// Each connection's peer is read for the audit (ConnContext).
+func ServerFor(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ConnContext:       ConnContext,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    16 << 10,
+	}
 }

@@ -39,7 +39,7 @@ var (
 		"1 while the pool refuses connections and new requests are held (--upstream-hold).", poolLabel, nil)
 	descHolding = prometheus.NewDesc("incpathd_upstream_held_requests",
 		"Requests waiting now for the pool to accept connections again.", poolLabel, nil)
-	descHeld = prometheus.NewDesc("incpathd_upstream_held_total",
+	descPoolHeld = prometheus.NewDesc("incpathd_upstream_held_total",
 		"Requests held because the pool refused connections.", poolLabel, nil)
 	descHoldTimeouts = prometheus.NewDesc("incpathd_upstream_hold_timeouts_total",
 		"Held requests that gave up at --upstream-hold (502).", poolLabel, nil)
@@ -74,7 +74,7 @@ func (c *scraped) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descInFlight, descPinned, descPassthrough, descFailed,
 		descUpConns, descDials, descDialErrors, descStale, descQueueTimeouts, descRetries,
-		descActive, descPoolInFlight, descPoolRequests, descDown, descHolding, descHeld,
+		descActive, descPoolInFlight, descPoolRequests, descDown, descHolding, descPoolHeld,
 		descHoldTimeouts, descHoldRejected, descHoldSeconds,
 		descHits, descMisses, descResolutions, descEntries,
 		descMaintenance, descMaintAnswered, descReleaseInFlight, descSymlink,
@@ -159,7 +159,7 @@ func (c *scraped) collectPool(ch chan<- prometheus.Metric, name string, p *fcgi.
 	counter(descQueueTimeouts, float64(st.Timeouts))
 	gauge(descDown, b2f(h.Down), name)
 	gauge(descHolding, float64(h.Holding), name)
-	counter(descHeld, float64(h.Held))
+	counter(descPoolHeld, float64(h.Held))
 	counter(descHoldTimeouts, float64(h.TimedOut))
 	counter(descHoldRejected, float64(h.Rejected))
 	counter(descHoldSeconds, h.HeldTime.Seconds())

@@ -15,6 +15,7 @@ import (
 	"github.com/incpathd/incpathd/control"
 	"github.com/incpathd/incpathd/inflight"
 	"github.com/incpathd/incpathd/internal/lifecycle"
+	"github.com/incpathd/incpathd/opcache"
 	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/upstream"
 )
@@ -55,6 +56,8 @@ type releases struct {
 	watcher *pin.Watcher
 	tracker *inflight.Tracker // nil without --control or --metrics: nobody would read it
 	source  *control.Source   // likewise
+	mux     *http.ServeMux    // the control endpoint's routes, nil without --control
+	opcache *opcache.Manager  // nil with --opcache=false
 	srv     *http.Server
 	done    chan struct{}
 }
@@ -90,7 +93,9 @@ func startReleases(c *config, r *pin.Resolver, log *slog.Logger, lc *lifecycle.L
 		rs.watcher.Close()
 		return nil, err
 	}
-	rs.srv = (&control.Endpoint{Status: rs.source.Status, Upstreams: set, Audit: rs.source.Audit, CheckTimeout: c.connectTimeout}).Server()
+	rs.mux = control.NewMux(rs.source.Status)
+	(&control.Endpoint{Status: rs.source.Status, Upstreams: set, Audit: rs.source.Audit, CheckTimeout: c.connectTimeout}).Register(rs.mux)
+	rs.srv = control.ServerFor(rs.mux)
 	rs.srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	rs.done = make(chan struct{})
 	go rs.serveControl(l, log)

@@ -332,6 +332,24 @@ func TestBlueGreen(t *testing.T) {
 	assert.Equal(t, os.Getuid(), st.Actions[0].Peer.UID, "who asked: this process")
 	assert.Equal(t, os.Getpid(), st.Actions[0].Peer.PID)
 	assert.Contains(t, log.String(), `msg="control action" action="upstream use"`)
+
+	// incpathd status shows both pools and the switches, with who asked.
+	out.Reset()
+	require.Equal(t, 0, run(context.Background(), []string{"status", "--control", ctl}, func(string) string { return "" }, &out, io.Discard, nil))
+	assert.Regexp(t, `(?m)^\s+blue\s+unix:\S+blue.sock\s+\*\s+\d+\s+\d+`, out.String())
+	assert.Regexp(t, `(?m)^\s+green\s+unix:\S+green.sock\s+\d+`, out.String())
+	assert.Regexp(t, fmt.Sprintf(`(?m)^  \d\d:\d\d:\d\d  upstream use blue  by uid %d \(pid %d\): green -> blue$`, os.Getuid(), os.Getpid()), out.String())
+	out.Reset()
+	require.Equal(t, 0, run(context.Background(), []string{"status", "--json", "--control", ctl}, func(string) string { return "" }, &out, io.Discard, nil))
+	var view control.View
+	require.NoError(t, json.Unmarshal([]byte(out.String()), &view))
+	require.NotNil(t, view.Upstream)
+	var pools []upstream.PoolStatus
+	require.NoError(t, json.Unmarshal(view.Upstream.Pools, &pools))
+	assert.Len(t, pools, 2)
+	var acts []control.Action
+	require.NoError(t, json.Unmarshal(view.Upstream.Actions, &acts))
+	assert.Len(t, acts, 6)
 }
 
 // switched is one `incpathd upstream use NAME --wait` of TestBlueGreen.
