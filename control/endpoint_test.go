@@ -115,3 +115,22 @@ func TestAuditBounded(t *testing.T) {
 	assert.Equal(t, sc.RemoteAddr().String(), p.Remote)
 	assert.Equal(t, p.Remote, p.String())
 }
+
+// A warm changes what opcache holds: it is in the audit with who asked,
+// done or refused.
+func TestRoutesAuditWarm(t *testing.T) {
+	audit := &Audit{}
+	c := serveRoutes(t, Routes{Opcache: fakeOpcache{}, Audit: audit})
+	_, err := c.Warm(context.Background(), "/srv/B", 5*time.Second)
+	require.NoError(t, err)
+	c = serveRoutes(t, Routes{Opcache: fakeOpcache{warmErr: errors.New("opcache is off")}, Audit: audit})
+	_, err = c.Warm(context.Background(), "/srv/B", 5*time.Second)
+	require.Error(t, err)
+	acts := audit.Recent()
+	require.Len(t, acts, 2)
+	assert.Equal(t, "opcache warm", acts[1].Name)
+	assert.Equal(t, []string{"/srv/B"}, acts[1].Args)
+	assert.Equal(t, "3 files: 3 compiled, 0 cached", acts[1].Result)
+	assert.Contains(t, acts[0].Error, "opcache is off")
+	assert.Positive(t, acts[0].Peer.PID, "the peer of the unix socket")
+}
