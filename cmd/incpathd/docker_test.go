@@ -399,8 +399,8 @@ func TestCompose(t *testing.T) {
 
 	// The binary accepts the environment, and it fits the other files.
 	cfg := parseEnv(t, incpathd.Environment, nil)
-	sock, ok := strings.CutPrefix(cfg.upstream, "unix:")
-	require.True(t, ok, "upstream over a unix socket: %s", cfg.upstream)
+	sock, ok := strings.CutPrefix(cfg.up.pools[0].addr, "unix:")
+	require.True(t, ok, "upstream over a unix socket: %s", cfg.up.pools[0].addr)
 	assert.Equal(t, composeSocket, sock)
 	sockDir := path.Dir(sock)
 	vol := incpathd.mounts()[sockDir]
@@ -787,8 +787,8 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, socketVol, "an emptyDir for the socket")
-	sock, ok := strings.CutPrefix(cfg.upstream, "unix:")
-	require.True(t, ok, "upstream over a unix socket: %s", cfg.upstream)
+	sock, ok := strings.CutPrefix(cfg.up.pools[0].addr, "unix:")
+	require.True(t, ok, "upstream over a unix socket: %s", cfg.up.pools[0].addr)
 	assert.Equal(t, path.Dir(sock), incpathd.mountOf(socketVol))
 	assert.Equal(t, path.Dir(sock), fpm.mountOf(socketVol))
 	pool := objects["ConfigMap"].Data["zz-incpathd.conf"]
