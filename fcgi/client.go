@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -20,8 +21,9 @@ var (
 	// to: for a proxy, the web server's connection.
 	ErrSink = errors.New("fcgi: passing the answer on failed")
 	// ErrBodyUnread is returned by RoundTrip when the application ended the
-	// request before it had read the whole body: its answer reached the
-	// Sink whole, but the connection is out of step and must be discarded.
+	// request before it had the whole body (fewer bytes than CONTENT_LENGTH,
+	// or its end not sent within bodyEndWait): its answer reached the Sink
+	// whole, but the connection is out of step and must be discarded.
 	ErrBodyUnread = errors.New("fcgi: application ended before reading the body")
 )
 
@@ -180,7 +182,7 @@ func (c *Conn) send(id uint16, call *Call) (*bodyCopy, error) {
 	if call.Body == nil {
 		return nil, nil
 	}
-	b := &bodyCopy{id: id, src: call.Body, conn: c, done: make(chan struct{})}
+	b := &bodyCopy{id: id, src: call.Body, conn: c, done: make(chan struct{}), want: contentLength(call.Params)}
 	go b.run()
 	return b, nil
 }
@@ -248,9 +250,12 @@ func (c *Conn) end(call *Call, res *Result, sink Sink, body *bodyCopy, id uint16
 		return fmt.Errorf("%w: %w", ErrUpstream, err)
 	}
 	res.Started = true
-	if body != nil && !body.finished() && body.last.Load() {
-		// The answer overtook the copier's last step: wait for it,
-		// boundedly.
+	if body != nil && !body.finished() && body.delivered() {
+		// The answer overtook the copier's last step: the end of the body
+		// on its way to the application, or, the application holding
+		// CONTENT_LENGTH bytes, the web server's end-of-body record still
+		// to come. Wait for it, boundedly: the application read its whole
+		// body, and both connections stay in step.
 		t := time.NewTimer(bodyEndWait)
 		select {
 		case <-body.done:
@@ -288,6 +293,33 @@ type bodyCopy struct {
 	err  atomic.Pointer[error]
 	ok   atomic.Bool
 	last atomic.Bool // the whole body was read; its end is being sent
+	// want is the request's CONTENT_LENGTH, -1 if it has none; sent counts
+	// the bytes of body handed to the application so far.
+	want int64
+	sent atomic.Int64
+}
+
+// contentLength returns the CONTENT_LENGTH param (the last one, as php-fpm
+// takes it), -1 if there is none or it is not a length.
+func contentLength(params []Pair) int64 {
+	for i := len(params) - 1; i >= 0; i-- {
+		if params[i].Name == "CONTENT_LENGTH" {
+			n, err := strconv.ParseInt(params[i].Value, 10, 64)
+			if err != nil || n < 0 {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
+}
+
+// delivered reports whether the application has, or is being sent, the
+// whole body: its end, or CONTENT_LENGTH bytes, all php-fpm reads before it
+// answers (the empty STDIN record that follows, it skips before the next
+// request: fcgi_read_request in php-src's main/fastcgi.c).
+func (b *bodyCopy) delivered() bool {
+	return b.last.Load() || b.want >= 0 && b.sent.Load() == b.want
 }
 
 // run is the body copier goroutine.
@@ -305,7 +337,10 @@ func (b *bodyCopy) run() {
 			return
 		}
 		// Flush each chunk: the application may answer on what it has
-		// (and a slow upload must reach it as it comes).
+		// (and a slow upload must reach it as it comes). Counted before it
+		// goes out, as last is: the answer may come before this goroutine
+		// runs again.
+		b.sent.Add(int64(len(chunk)))
 		w.WriteRecord(TypeStdin, b.id, chunk)
 		if err := w.Flush(); err != nil {
 			b.fail(fmt.Errorf("%w: sending request body: %w", ErrUpstream, err))

@@ -1,9 +1,11 @@
 package fcgi_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -197,4 +199,141 @@ func TestRoundTripAbortWhileSending(t *testing.T) {
 	_, err := c.RoundTrip(ctx, &fcgi.Call{Abort: aborted{}}, &fcgi.Collector{})
 	assert.ErrorIs(t, err, fcgi.ErrAborted)
 	assert.NotErrorIs(t, err, fcgi.ErrUpstream)
+}
+
+// lateEnd is a Stream of one chunk whose end comes only a while after the
+// application answered, as a web server's empty STDIN record that incpathd
+// has not read yet when php-fpm, holding CONTENT_LENGTH bytes, answers.
+type lateEnd struct {
+	chunk    []byte
+	answered <-chan struct{}
+	sent     bool
+	stop     chan struct{}
+}
+
+func (s *lateEnd) Next() ([]byte, error) {
+	if !s.sent {
+		s.sent = true
+		return s.chunk, nil
+	}
+	<-s.answered
+	select {
+	case <-s.stop:
+		return nil, errors.New("stopped")
+	case <-time.After(100 * time.Millisecond):
+		return nil, io.EOF
+	}
+}
+
+func (s *lateEnd) Stop() { close(s.stop) }
+
+// An application that answers once it has CONTENT_LENGTH bytes, before the
+// end of the body came, read the whole body: RoundTrip waits for that end
+// and ends normally, and the connection is fit for the next request (nginx
+// answered small POSTs with 502 when this cost its connection).
+func TestRoundTripAnswerBeforeBodyEnd(t *testing.T) {
+	testsupport.CheckGoroutines(t)
+	answered := make(chan struct{}, 1)
+	addr := fcgitest.StartRaw(t, func(_ int, c net.Conn) { fpmLike(c, answered) })
+	p, c := conn(t, addr)
+	defer func() { p.Discard(c) }()
+	body := &lateEnd{chunk: []byte("a=1"), answered: answered, stop: make(chan struct{})}
+	call := fcgi.Call{Params: []fcgi.Pair{{Name: "CONTENT_LENGTH", Value: "3"}}, KeepConn: true, Body: body}
+	var out fcgi.Collector
+	res, err := c.RoundTrip(context.Background(), &call, &out)
+	require.NoError(t, err, "the body was whole: not an unread one")
+	assert.True(t, res.Started)
+	assert.Equal(t, "\r\na=1", string(out.Stdout))
+
+	// The connection is in step: the next request on it gets its own answer.
+	p.Put(c)
+	c, reused, err := p.Get(context.Background())
+	require.NoError(t, err)
+	assert.True(t, reused)
+	out = fcgi.Collector{}
+	call = fcgi.Call{Params: []fcgi.Pair{{Name: "CONTENT_LENGTH", Value: "2"}}, KeepConn: true, Body: &chunks{left: [][]byte{[]byte("b2")}}}
+	_, err = c.RoundTrip(context.Background(), &call, &out)
+	require.NoError(t, err)
+	assert.Equal(t, "\r\nb2", string(out.Stdout))
+}
+
+// fpmLike serves requests on c as php-fpm does: it answers once it has read
+// CONTENT_LENGTH bytes of body, without waiting for the empty STDIN record,
+// skips empty STDIN records before a BEGIN_REQUEST (fcgi_read_request in
+// php-src's main/fastcgi.c), and closes the connection on any other record
+// there. After each answer it tells answered, if it has room.
+func fpmLike(c net.Conn, answered chan<- struct{}) {
+	c.SetDeadline(time.Now().Add(10 * time.Second)) // nothing hangs if the test fails
+	r := fcgi.NewReader(c)
+	bw := bufio.NewWriter(c)
+	w := fcgi.NewWriter(bw)
+	for {
+		h, _, err := r.Next()
+		if err != nil {
+			return
+		}
+		if h.Type == fcgi.TypeStdin && h.ContentLength == 0 {
+			continue
+		}
+		if h.Type != fcgi.TypeBeginRequest {
+			return // out of step
+		}
+		var params []byte
+		for {
+			ph, content, err := r.Next()
+			if err != nil || ph.Type != fcgi.TypeParams {
+				return
+			}
+			if len(content) == 0 {
+				break
+			}
+			params = append(params, content...)
+		}
+		pairs, err := fcgi.DecodeParams(nil, params)
+		if err != nil {
+			return
+		}
+		want := 0
+		for _, p := range pairs {
+			if p.Name == "CONTENT_LENGTH" {
+				want, _ = strconv.Atoi(p.Value)
+			}
+		}
+		var body []byte
+		for len(body) < want {
+			sh, content, err := r.Next()
+			if err != nil || sh.Type != fcgi.TypeStdin || len(content) == 0 {
+				return
+			}
+			body = append(body, content...)
+		}
+		w.WriteRecord(fcgi.TypeStdout, h.ID, append([]byte("\r\n"), body...))
+		w.WriteRecord(fcgi.TypeStdout, h.ID, nil)
+		w.WriteEndRequest(h.ID, 0, fcgi.StatusRequestComplete)
+		if bw.Flush() != nil {
+			return
+		}
+		select {
+		case answered <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// A body really cut short, fewer bytes sent than CONTENT_LENGTH when the
+// application answered, still takes the unread path at once: no wait for a
+// web server that may go on sending for long.
+func TestRoundTripBodyShortOfContentLength(t *testing.T) {
+	app := fcgitest.StartHandler(t, func(w *fcgi.ResponseWriter, r *fcgi.Request) {
+		w.Write([]byte("\r\nearly"))
+	})
+	p, c := conn(t, app.Addr)
+	defer p.Discard(c)
+	body := &blocking{stop: make(chan struct{})}
+	call := fcgi.Call{Params: []fcgi.Pair{{Name: "CONTENT_LENGTH", Value: "1000"}}, Body: body}
+	start := time.Now()
+	_, err := c.RoundTrip(context.Background(), &call, &fcgi.Collector{})
+	assert.ErrorIs(t, err, fcgi.ErrBodyUnread)
+	assert.True(t, body.stopped, "the body copier was stopped")
+	assert.Less(t, time.Since(start), 900*time.Millisecond, "no wait for the rest of a body cut short")
 }

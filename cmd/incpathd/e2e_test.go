@@ -319,3 +319,42 @@ func TestE2EWorkersRecycled(t *testing.T) {
 	}
 	assert.Empty(t, failed, "100 requests with workers recycled every 2")
 }
+
+// Small form posts under concurrency, the shape of a login or a search
+// form: php-fpm answers as soon as it has CONTENT_LENGTH bytes, often before
+// incpathd has passed on nginx's empty end-of-body record. That answer is
+// whole and both connections stay in step: not one request may fail (each
+// such race used to cost nginx's kept connection, and the next POST on it
+// got a 502, "upstream prematurely closed connection").
+func TestE2ESmallPosts(t *testing.T) {
+	s := startStack(t, stackOptions{fpm: testenv.FPMOptions{Children: 4}, nginx: testenv.NginxOptions{KeepConn: true}})
+	const clients, each = 8, 400
+	var (
+		mu     sync.Mutex
+		failed []string
+		wg     sync.WaitGroup
+	)
+	for range clients {
+		wg.Go(func() {
+			for range each {
+				resp, err := s.nginx.Client().Post(s.nginx.URL+"/slow.php?ms=0", "application/x-www-form-urlencoded", strings.NewReader("a=1"))
+				var body []byte
+				if err == nil {
+					body, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				if err != nil || resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "A" {
+					mu.Lock()
+					if err != nil {
+						failed = append(failed, err.Error())
+					} else {
+						failed = append(failed, resp.Status+" "+strings.TrimSpace(string(body)))
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	assert.Empty(t, failed, "%d of %d small POSTs failed\nnginx: %s", len(failed), clients*each, s.nginx.Log())
+}
