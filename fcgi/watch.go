@@ -71,8 +71,8 @@ func (c *conn) watch(req *Request) {
 }
 
 // stopWatch ends the watch of the request that is ending, and leaves the
-// read deadline in the past if a watch ran.
-func (c *conn) stopWatch() {
+// read deadline in the past if a watch ran, which it reports.
+func (c *conn) stopWatch() bool {
 	c.watchMu.Lock()
 	state := c.watchState
 	c.watchState = watchOff
@@ -89,6 +89,7 @@ func (c *conn) stopWatch() {
 	case watchRunning:
 		<-c.watchDone
 	}
+	return state == watchRunning
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
