@@ -46,7 +46,7 @@ type Pool struct {
 	mu      sync.Mutex
 	idle    []*Conn // most recently used last
 	open    int
-	waiters []chan *Conn
+	waiters []*waiter
 	closed  bool
 	pruning bool
 	stats   PoolStats
@@ -134,21 +134,25 @@ func (p *Pool) get(ctx context.Context, check bool) (c *Conn, reused bool, err e
 		p.mu.Unlock()
 		return p.dial(ctx)
 	}
-	w := make(chan *Conn, 1)
+	w := newWaiter()
 	p.waiters = append(p.waiters, w)
 	p.mu.Unlock()
 
-	t := time.NewTimer(p.waitTimeout())
-	defer t.Stop()
+	// Stopped before the waiter goes back to waiterFree, never deferred:
+	// the next wait resets it.
+	w.t.Reset(p.waitTimeout())
 	select {
-	case c, ok := <-w:
+	case c, ok := <-w.c:
+		w.t.Stop()
 		if !ok {
 			return nil, false, ErrPoolClosed
 		}
+		waiterFree.Put(w)
 		return p.handed(ctx, c)
-	case <-t.C:
+	case <-w.t.C:
 		err = fmt.Errorf("%w after %v (%d connections busy)", ErrPoolTimeout, p.waitTimeout(), p.maxConns())
 	case <-ctx.Done():
+		w.t.Stop()
 		err = context.Cause(ctx)
 	}
 	p.mu.Lock()
@@ -161,21 +165,55 @@ func (p *Pool) get(ctx context.Context, check bool) (c *Conn, reused bool, err e
 		if x == w {
 			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
 			p.mu.Unlock()
+			waiterFree.Put(w)
 			return nil, false, err
 		}
 	}
 	p.mu.Unlock()
 	// Someone handed us a connection or a slot as we gave up: pass it on.
-	c, ok := <-w
+	c, ok := <-w.c
 	if !ok {
 		return nil, false, err
 	}
+	waiterFree.Put(w)
 	if c != nil {
 		p.Put(c)
 	} else {
 		p.release()
 	}
 	return nil, false, err
+}
+
+// waiter is a request waiting in Get: Put or Discard hands it a connection
+// or a free slot on c; t bounds the wait. Waiters are kept for the next
+// wait (waiterFree) with c empty and t stopped, so that queueing, which is
+// routine when more web server connections than MaxConns are busy,
+// allocates nothing.
+type waiter struct {
+	c chan *Conn
+	t *time.Timer
+}
+
+var waiterFree sync.Pool
+
+func newWaiter() *waiter {
+	if w, ok := waiterFree.Get().(*waiter); ok {
+		return w
+	}
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &waiter{c: make(chan *Conn, 1), t: t}
+}
+
+// popWaiter takes the first waiter off the queue, p.mu held. The rest move
+// up, so that the queue keeps its array: p.waiters[1:] would shrink its
+// capacity from the front and make the next append allocate.
+func (p *Pool) popWaiter() *waiter {
+	w := p.waiters[0]
+	n := copy(p.waiters, p.waiters[1:])
+	p.waiters[n] = nil
+	p.waiters = p.waiters[:n]
+	return w
 }
 
 // handed takes what Put or Discard gave a waiter: a live connection, or nil
@@ -251,10 +289,9 @@ func (p *Pool) Put(c *Conn) {
 		return
 	}
 	if len(p.waiters) > 0 {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
+		w := p.popWaiter()
 		p.mu.Unlock()
-		w <- c
+		w.c <- c
 		return
 	}
 	p.idle = append(p.idle, c)
@@ -275,10 +312,9 @@ func (p *Pool) Discard(c *Conn) {
 func (p *Pool) release() {
 	p.mu.Lock()
 	if len(p.waiters) > 0 && !p.closed {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
+		w := p.popWaiter()
 		p.mu.Unlock()
-		w <- nil
+		w.c <- nil
 		return
 	}
 	p.open--
@@ -318,7 +354,7 @@ func (p *Pool) Close() error {
 	p.open -= len(p.idle)
 	p.idle = nil
 	for _, w := range p.waiters {
-		close(w)
+		close(w.c) // never reused: waiterFree gets only open ones
 	}
 	p.waiters = nil
 	return nil

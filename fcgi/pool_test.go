@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -588,4 +589,53 @@ func TestConnRequestIDs(t *testing.T) {
 	assert.Equal(t, uint64(1), st.OutOfStep)
 	assert.Zero(t, st.Idle, "kept a connection out of step")
 	assert.Zero(t, st.Open)
+}
+
+// A request that waits for a busy pool's connection allocates nothing: with
+// more web server connections than MaxConns, waiting is routine, and a
+// channel and a timer per wait were a measurable part of a queued
+// request's cost.
+func TestPoolWaitAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("under the race detector, sync.Pool drops what it is given at random")
+	}
+	testsupport.CheckGoroutines(t)
+	u := startUpstream(t, "tcp")
+	p := &Pool{Address: u.address(), MaxConns: 1}
+	defer p.Close()
+	c, _ := mustGet(t, p)
+	start := make(chan struct{})
+	got := make(chan *Conn)
+	failed := make(chan error, 1)
+	go func() {
+		defer close(got)
+		for range start {
+			c, _, err := p.Get(context.Background())
+			if err != nil {
+				failed <- err
+				return
+			}
+			got <- c
+		}
+	}()
+	cycle := func() {
+		start <- struct{}{}
+		for p.numWaiters() == 0 {
+			runtime.Gosched()
+		}
+		p.Put(c)
+		c = <-got
+	}
+	cycle() // the first waiter is made
+	allocs := testing.AllocsPerRun(100, cycle)
+	close(start)
+	<-got
+	select {
+	case err := <-failed:
+		t.Fatal(err)
+	default:
+	}
+	require.NotNil(t, c)
+	assert.Zero(t, allocs, "allocations per wait")
+	p.Put(c)
 }
