@@ -64,10 +64,10 @@ type conn struct {
 	// none (IdleTimeout negative). Only the serve goroutine uses it.
 	idleUntil int64
 
-	watchMu    sync.Mutex // guards watchState and watchReq
+	watchMu    sync.Mutex // guards watchState, watchReq, watchArmed
 	watchState int
 	watchReq   *Request
-	watchTimer *time.Timer   // starts the watch; made on first use
+	watchArmed int64         // when armWatch ran, in ticks
 	watchDone  chan struct{} // a running watch ended
 }
 
