@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -280,7 +281,7 @@ func (p *Pool) Put(c *Conn) {
 	c.used = time.Now()
 	// A deadline left behind would make the liveness check fail on a good
 	// connection.
-	c.nc.SetDeadline(time.Time{})
+	c.clearDeadline()
 	p.mu.Lock()
 	if p.closed {
 		p.open--
@@ -372,6 +373,10 @@ type Conn struct {
 	// cut breaks off every read and write under way on nc: what an abort
 	// runs. Made once, so that arming it costs nothing per request.
 	cut func()
+	// deadline is set when a deadline may be set on nc. Most requests set
+	// none, and clearing one that is not there still costs a trip through
+	// the runtime's poller, twice per request.
+	deadline atomic.Bool
 
 	// id is the request id of the request under way, prev that of the one
 	// before it on this connection; late is set once a record of an
@@ -389,9 +394,13 @@ type Conn struct {
 
 func newConn(nc net.Conn) *Conn {
 	c := &Conn{nc: nc, bw: bufio.NewWriterSize(nc, 16<<10)}
+	c.deadline.Store(true) // the dialer's is not ours to know
 	c.W = NewWriter(c.bw)
 	c.R = NewReader(nc)
-	c.cut = func() { nc.SetDeadline(aLongTimeAgo) }
+	c.cut = func() {
+		c.deadline.Store(true)
+		nc.SetDeadline(aLongTimeAgo)
+	}
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.rc, _ = sc.SyscallConn()
 		c.peek = c.peekFD
@@ -430,7 +439,28 @@ func (c *Conn) Late(id uint16) bool {
 func (c *Conn) OutOfStep() bool { return c.late }
 
 // NetConn returns the underlying connection, for deadlines.
-func (c *Conn) NetConn() net.Conn { return c.nc }
+func (c *Conn) NetConn() net.Conn {
+	c.deadline.Store(true) // the caller may set one
+	return c.nc
+}
+
+// setDeadline sets nc's deadline; a zero t clears it.
+func (c *Conn) setDeadline(t time.Time) {
+	if t.IsZero() {
+		c.clearDeadline()
+		return
+	}
+	c.deadline.Store(true)
+	c.nc.SetDeadline(t)
+}
+
+// clearDeadline clears nc's deadline if one may be set.
+func (c *Conn) clearDeadline() {
+	if c.deadline.Load() {
+		c.nc.SetDeadline(time.Time{})
+		c.deadline.Store(false)
+	}
+}
 
 // alive reports whether an idle connection can carry a request: php-fpm
 // closes a kept connection when its worker is recycled, and nothing but a

@@ -639,3 +639,51 @@ func TestPoolWaitAllocatesNothing(t *testing.T) {
 	assert.Zero(t, allocs, "allocations per wait")
 	p.Put(c)
 }
+
+// nopAborter is an Aborter that never fires.
+type nopAborter struct{}
+
+func (nopAborter) OnAbort(func()) {}
+
+// Round trips on a kept connection set no deadline on it when nothing
+// asked for one (a request with an Aborter, as the proxy sends them):
+// clearing a deadline that is not there still goes through the runtime's
+// poller, and RoundTrip and Put each did it on every request. After an
+// abort's cut, the next request starts with no deadline.
+func TestPoolNoDeadlinePerRequest(t *testing.T) {
+	testsupport.CheckGoroutines(t)
+	u := startUpstream(t, "tcp")
+	var calls atomic.Int64
+	p := &Pool{Address: u.address(), MaxConns: 1, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &countedConn{Conn: nc, calls: &calls}, nil
+	}}
+	defer p.Close()
+	run := func() {
+		t.Helper()
+		c, _ := mustGet(t, p)
+		var out Collector
+		call := Call{KeepConn: true, Params: []Pair{{"SCRIPT_FILENAME", "/index.php"}}, Abort: nopAborter{}, Logger: quiet}
+		_, err := c.RoundTrip(context.Background(), &call, &out)
+		require.NoError(t, err)
+		assert.Equal(t, "conn 1", string(out.Stdout))
+		p.Put(c)
+	}
+	run() // the dialed connection's deadline is cleared once
+	calls.Store(0)
+	for range 100 {
+		run()
+	}
+	assert.Zero(t, calls.Load(), "deadlines set over 100 round trips")
+
+	// An abort's cut leaves a deadline in the past: Put clears it, so the
+	// connection passes the liveness check and serves again ("conn 1").
+	c, _ := mustGet(t, p)
+	c.cut()
+	p.Put(c)
+	run()
+}
