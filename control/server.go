@@ -80,7 +80,10 @@ func Listen(addr string, mode os.FileMode, allowRemote bool) (net.Listener, erro
 }
 
 // Handler serves GET /releases with status's answer.
-func Handler(status func() Status) http.Handler {
+func Handler(status func() Status) http.Handler { return NewMux(status) }
+
+// NewMux is Handler as a mux more routes can be added to (see Routes).
+func NewMux(status func() Status) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /releases", func(w http.ResponseWriter, r *http.Request) {
 		b, err := json.MarshalIndent(status(), "", "  ")
@@ -97,9 +100,13 @@ func Handler(status func() Status) http.Handler {
 
 // Server is the control endpoint: Handler served on a listener with
 // timeouts fit for a local, read-only endpoint.
-func Server(status func() Status) *http.Server {
+func Server(status func() Status) *http.Server { return ServerFor(Handler(status)) }
+
+// ServerFor is Server for any handler; a handler that runs long (a warm)
+// extends its own write deadline.
+func ServerFor(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           Handler(status),
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,

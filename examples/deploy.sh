@@ -2,12 +2,16 @@
 # deploy.sh: deploy a new release of a PHP site served through incpathd.
 #
 #   1. build     copy SOURCE into SITE/releases/NAME and run $BUILD in it;
-#   2. activate  `incpathd activate` points SITE/current at it atomically and
-#                keeps the old target in SITE/current.previous;
+#   2. activate  `incpathd activate --warm` compiles it into php-fpm's
+#                opcache through the daemon, then points SITE/current at it
+#                atomically and keeps the old target in SITE/current.previous;
 #   3. prune     every release beyond the newest $KEEP is drained with
 #                `incpathd drain` (it returns once no request in flight runs
 #                in it any more) and deleted. The live release and the
-#                previous one, the rollback target, are never deleted.
+#                previous one, the rollback target, are never deleted. The
+#                daemon evicts a drained release's opcache entries by itself
+#                (and resets opcache, requests held, when it is full): no
+#                opcache_reset() or cachetool step here.
 #
 # Usage: deploy.sh SITE SOURCE
 #
@@ -26,7 +30,10 @@
 #                  release (default 5m); one still in use is kept, and a
 #                  later deploy prunes it
 #   INCPATHD_CONTROL
-#                  the daemon's --control endpoint, which incpathd drain asks
+#                  the daemon's --control endpoint, which incpathd drain and
+#                  activate --warm ask
+#   INCPATHD_SKIP_WARM=1
+#                  activate without warming opcache first
 #   INCPATHD_SKIP_DRAIN=1
 #                  delete old releases without draining them (a daemon
 #                  without --control)
@@ -93,8 +100,14 @@ if [ -n "${BUILD:-}" ]; then
   (cd -- "$dir" && RELEASE_NAME=$name RELEASE_DIR=$dir bash -euo pipefail -c "$BUILD")
 fi
 
-# 2. Activate. --allow-root takes real paths, as the daemon's does.
-"$incpathd" activate "$dir" --link "$link" --allow-root "$(cd -- "$releases" && pwd -P)"
+# 2. Activate. --allow-root takes real paths, as the daemon's does. --warm
+# compiles the release into opcache first, so the first requests after the
+# flip find it cached; a warm that fails is reported and the flip goes on.
+warm=()
+if [ -n "${INCPATHD_CONTROL:-}" ] && [ "${INCPATHD_SKIP_WARM:-}" != 1 ]; then
+  warm=(--warm)
+fi
+"$incpathd" activate "$dir" --link "$link" --allow-root "$(cd -- "$releases" && pwd -P)" "${warm[@]}"
 unfinished=0
 echo "$prog: $name is live"
 

@@ -264,8 +264,9 @@ func testDeployScriptWaitsForRequests(t *testing.T, bin string) {
 	deploy("r01")
 	deploy("r02")
 
-	fpm := testenv.StartFPM(t, testenv.FPMOptions{})
-	listen, ctl := startDaemon(t, bin, "--upstream", fpm.Addr, "--max-conns", "4", "--search-replace-pattern", cur)
+	fpm := testenv.StartFPM(t, testenv.FPMOptions{Opcache: true})
+	listen, ctl := startDaemon(t, bin, "--upstream", fpm.Addr, "--max-conns", "4", "--search-replace-pattern", cur,
+		"--pool-probe-dir", t.TempDir())
 	env = append(env, ctl...)
 	nginx := testenv.StartNginx(t, testenv.NginxOptions{Root: cur, FastCGIPass: listen})
 
@@ -289,6 +290,9 @@ func testDeployScriptWaitsForRequests(t *testing.T, bin string) {
 
 	out := deploy("r03") // r01 goes at once: nothing runs there
 	assert.Contains(t, out, "deleted r01")
+	// Warmed before the flip, every file of the test site compiled.
+	assert.Regexp(t, `warm: .*/r03: (\d+) PHP files, \d+ compiled, \d+ already cached, 0 skipped`, out)
+	assert.NotContains(t, out, "activating anyway")
 	out = deploy("r04") // r02 goes once the slow request is done
 	assert.Contains(t, out, "draining r02")
 	assert.Contains(t, out, "deleted r02")

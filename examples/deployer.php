@@ -21,13 +21,20 @@ set('incpathd_drain_timeout', '4m');
 // --control endpoint: old releases are then deleted without draining.
 set('incpathd_skip_drain', false);
 
+// Compile the new release into php-fpm's opcache (through the daemon's
+// --control endpoint, INCPATHD_CONTROL on the host) before the flip. The
+// daemon evicts drained releases from opcache by itself: no cachetool or
+// opcache_reset() task is needed.
+set('incpathd_warm', true);
+
 desc('Points current at the new release with incpathd activate');
 task('deploy:symlink', function () {
     // {{release_path}} is the real releases/N directory (Deployer reads it
     // from its `release` link). incpathd writes current -> releases/N with
     // one rename and keeps the old target in current.previous; it refuses a
     // current that is a real directory instead of replacing it.
-    run('{{bin/incpathd}} activate {{release_path}} --link {{current_path}} --allow-root {{deploy_path}}/releases');
+    $warm = get('incpathd_warm') ? ' --warm' : '';
+    run('{{bin/incpathd}} activate {{release_path}} --link {{current_path}} --allow-root {{deploy_path}}/releases' . $warm);
     run('cd {{deploy_path}} && rm -f release'); // Deployer's in-progress marker
 });
 
@@ -38,7 +45,8 @@ task('rollback', function () {
     cd('{{deploy_path}}');
     $current = basename(run('readlink {{current_path}}'));
     $candidate = get('rollback_candidate');
-    run("{{bin/incpathd}} activate {{deploy_path}}/releases/$candidate --link {{current_path}}");
+    $warm = get('incpathd_warm') ? ' --warm' : '';
+    run("{{bin/incpathd}} activate {{deploy_path}}/releases/$candidate --link {{current_path}}" . $warm);
     run('echo ' . escapeshellarg(timestamp() . ',' . get('user')) . " > releases/$current/BAD_RELEASE");
     writeln("rolled back from <info>$current</info> to <info>$candidate</info>");
 });

@@ -52,8 +52,11 @@ type Caller struct {
 	// Pool is the php-fpm pool the calls go to. It must be set.
 	Pool *fcgi.Pool
 	// Dir is where the script is written; php-fpm must read it at the same
-	// path. If empty, os.TempDir().
+	// path, and no docroot may hold it. If empty, the first of Candidates
+	// where the script can be written (see DefaultDirs), else os.TempDir().
 	Dir string
+	// Candidates are tried in order when Dir is empty.
+	Candidates []string
 	// Timeout bounds one call. If zero, 10 seconds.
 	Timeout time.Duration
 
@@ -62,14 +65,27 @@ type Caller struct {
 
 // Start writes the script with a new secret.
 func (c *Caller) Start() error {
-	dir := c.Dir
-	if dir == "" {
-		dir = os.TempDir()
+	if c.Dir != "" {
+		return c.startIn(c.Dir)
 	}
+	var errs []error
+	for _, d := range append(c.Candidates, os.TempDir()) {
+		err := c.startIn(d)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Caller) startIn(dir string) error {
 	var b [32]byte
 	rand.Read(b[:])
 	c.secret = hex.EncodeToString(b[:])
 	rand.Read(b[:8])
+	// The random part of the name is no secret (the hash is): it only keeps
+	// two processes sharing a directory apart.
 	path := filepath.Join(dir, ".incpathd-call-"+hex.EncodeToString(b[:8])+".php")
 	sum := sha256.Sum256([]byte(c.secret))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
@@ -133,10 +149,15 @@ func (c *Caller) timeout() time.Duration {
 
 // call runs the script once and returns the body of its answer.
 func (c *Caller) call(ctx context.Context, action string, extra []fcgi.Pair) ([]byte, error) {
+	return c.callFor(ctx, c.timeout(), action, extra)
+}
+
+// callFor is call with its own time bound.
+func (c *Caller) callFor(ctx context.Context, timeout time.Duration, action string, extra []fcgi.Pair) ([]byte, error) {
 	if c.path == "" {
 		return nil, fmt.Errorf("%w: not started", ErrCall)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout())
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	uc, err := c.Pool.Fresh(ctx)
 	if err != nil {
@@ -215,7 +236,7 @@ case 'ini':
     }
     echo json_encode($out, JSON_UNESCAPED_SLASHES);
     break;
-default:
+` + opcacheScript + `default:
     http_response_code(400);
     echo 'null';
 }

@@ -35,6 +35,8 @@ type Sources struct {
 	// SymlinkTargets returns the current target of each watched symlink,
 	// for incpathd_symlink_target_info.
 	SymlinkTargets func() map[string]string
+	// Opcache, if not nil, gives the incpathd_opcache_* metrics.
+	Opcache Opcache
 
 	// Version goes into incpathd_build_info.
 	Version string
@@ -75,6 +77,7 @@ type Metrics struct {
 	requests  [][nClasses]prometheus.Counter // by front end, then class
 	duration  prometheus.Histogram
 	resolveVs [2]prometheus.Counter // failures: unresolvable, outside_root
+	errors    *releaseErrors
 }
 
 // New registers incpathd's metrics, Go's runtime metrics and the process's
@@ -105,7 +108,8 @@ func New(s Sources) *Metrics {
 	}, []string{"reason"})
 	m.resolveVs = [2]prometheus.Counter{fails.WithLabelValues("unresolvable"), fails.WithLabelValues("outside_root")}
 
-	m.reg.MustRegister(reqs, m.duration, fails,
+	m.errors = newReleaseErrors()
+	m.reg.MustRegister(reqs, m.duration, fails, m.errors.vec,
 		&scraped{s: s},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -115,6 +119,9 @@ func New(s Sources) *Metrics {
 			ConstLabels: prometheus.Labels{"version": s.Version, "goversion": runtime.Version()},
 		}, func() float64 { return 1 }),
 	)
+	if s.Opcache != nil {
+		m.reg.MustRegister(&opcacheCollector{o: s.Opcache})
+	}
 	return m
 }
 
@@ -148,7 +155,11 @@ func (m *Metrics) RequestDone(d proxy.Done) {
 			break
 		}
 	}
-	m.requests[fe][class(d.Status)].Inc()
+	c := class(d.Status)
+	m.requests[fe][c].Inc()
+	if c == nClasses-1 {
+		m.errors.add(d.Release)
+	}
 	m.duration.Observe(d.Duration.Seconds())
 	if d.Err != nil {
 		switch {

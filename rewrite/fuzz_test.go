@@ -153,7 +153,7 @@ func FuzzINI(f *testing.F) {
 	f.Fuzz(func(t *testing.T, text string) {
 		checkRoundTrip(t, text)
 		var written []string
-		for _, e := range entries(text) {
+		for _, e := range entryList(text) {
 			key, raw, ok := splitEntry(e)
 			if !ok {
 				continue
@@ -172,7 +172,7 @@ func FuzzINI(f *testing.F) {
 		}
 		// Written one per line, as Rewrite sends them: each reads back
 		// alone, to its key and literal.
-		got := entries(strings.Join(written, "\n"))
+		got := entryList(strings.Join(written, "\n"))
 		require.Equal(t, written, got, "written entries split differently")
 		for _, w := range got {
 			key, raw, ok := splitEntry(w)
@@ -198,7 +198,7 @@ func checkINI(t *testing.T, name, sent string, in []fcgi.Pair) {
 			continue
 		}
 		var keys []string
-		for _, e := range entries(in[i].Value) {
+		for _, e := range entryList(in[i].Value) {
 			key, _, ok := splitEntry(e)
 			if ok {
 				keys = append(keys, key)
@@ -213,7 +213,7 @@ func checkINI(t *testing.T, name, sent string, in []fcgi.Pair) {
 		}
 	}
 	var verbatim, pinned []string
-	for _, e := range entries(sent) {
+	for _, e := range entryList(sent) {
 		key, raw, ok := splitEntry(e)
 		if !ok || !slices.Contains(DefaultPinINI, key) {
 			verbatim = append(verbatim, e)
@@ -235,7 +235,7 @@ func checkINI(t *testing.T, name, sent string, in []fcgi.Pair) {
 func checkRoundTrip(t *testing.T, x string) {
 	require.Equal(t, validReference(x), validValue(x), "validValue(%q)", x)
 	if e, ok := formatEntry("include_path", x); ok {
-		require.Equal(t, []string{e}, entries(e), "entry %q split", e)
+		require.Equal(t, []string{e}, entryList(e), "entry %q split", e)
 		key, raw, ok := splitEntry(e)
 		require.True(t, ok)
 		require.Equal(t, "include_path", key)

@@ -1,6 +1,9 @@
 package rewrite
 
-import "strings"
+import (
+	"iter"
+	"strings"
+)
 
 // This file reads and writes the INI text php-fpm finds in PHP_VALUE and
 // PHP_ADMIN_VALUE. It follows PHP's INI scanner (Zend/zend_ini_scanner.l,
@@ -125,6 +128,21 @@ func nextEntry(s string, i int) (entry string, next int, open, bad bool) {
 		}
 	}
 	return s[start:], len(s), false, false
+}
+
+// entries yields the entries of the INI string s, split as nextEntry splits
+// them, for the passes that need only the entries: the unterminated quotes
+// and quoted section names nextEntry flags are refused by iniPlan.scan.
+func entries(s string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for i := 0; ; {
+			e, next, _, _ := nextEntry(s, i)
+			if e == "" || !yield(e) {
+				return
+			}
+			i = next
+		}
+	}
 }
 
 // section returns the section entry whose '[' is at s[i] (start is where

@@ -1,6 +1,7 @@
 package rewrite
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -8,18 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// entries splits s with nextEntry.
-func entries(s string) []string {
-	var out []string
-	for i := 0; ; {
-		e, next, _, _ := nextEntry(s, i)
-		if e == "" {
-			return out
-		}
-		out = append(out, e)
-		i = next
-	}
-}
+// entryList is what entries yields for s.
+func entryList(s string) []string { return slices.Collect(entries(s)) }
 
 func TestNextEntry(t *testing.T) {
 	tests := []struct {
@@ -59,7 +50,7 @@ func TestNextEntry(t *testing.T) {
 		{"x include_path=/a", []string{"x include_path=/a"}},
 	}
 	for _, tt := range tests {
-		assert.Equal(t, tt.want, entries(tt.in), "entries(%q)", tt.in)
+		assert.Equal(t, tt.want, entryList(tt.in), "entryList(%q)", tt.in)
 	}
 }
 
@@ -178,7 +169,7 @@ func TestFormatEntry(t *testing.T) {
 		got, ok := parseValue(raw)
 		require.True(t, ok, "parseValue(%q)", raw)
 		assert.Equal(t, v, got)
-		assert.Equal(t, []string{e}, entries(e))
+		assert.Equal(t, []string{e}, entryList(e))
 	}
 	for _, v := range []string{`a"b`, `a\b`, "a\nb", "a\rb", "a\x00b", "${x}", "a${"} {
 		_, ok := formatEntry("include_path", v)

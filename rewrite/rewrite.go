@@ -476,13 +476,7 @@ func lastSets(in []fcgi.Pair, kinds []uint8, kind uint8) map[string]int {
 		if kinds[i] != kind {
 			continue
 		}
-		v := in[i].Value
-		for j := 0; ; {
-			e, next, _, _ := nextEntry(v, j)
-			if e == "" {
-				break
-			}
-			j = next
+		for e := range entries(in[i].Value) {
 			if k, _, ok := splitEntry(e); ok {
 				last[k] = i
 			}
@@ -598,13 +592,7 @@ func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string,
 		if kinds[i] != p.kind {
 			continue
 		}
-		v := in[i].Value
-		for j := 0; ; {
-			e, next, _, _ := nextEntry(v, j)
-			if e == "" {
-				break
-			}
-			j = next
+		for e := range entries(in[i].Value) {
 			if key, _, ok := splitEntry(e); ok && (slices.Contains(keys, key) || p.n > 1 && p.setLater(i, key)) {
 				continue
 			}

@@ -5,7 +5,9 @@
 #   ./scripts/install-deps.sh        everything the tests need: nginx,
 #                                    php-fpm and the php CLI; Apache,
 #                                    lighttpd, Caddy and cgi-fcgi for the
-#                                    front-end tests (.ci/run)
+#                                    front-end tests, promtool (package
+#                                    prometheus) for the alerting rules
+#                                    (.ci/run)
 #   ./scripts/install-deps.sh demo   what scripts/demo.sh needs: nginx,
 #                                    php-fpm and curl (make demo)
 #   ./scripts/install-deps.sh bench  the test set, and what make bench runs:
@@ -33,6 +35,7 @@ else
   [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
   command -v caddy >/dev/null 2>&1 || need+=(caddy)
   command -v cgi-fcgi >/dev/null 2>&1 || need+=(libfcgi-bin)
+  command -v promtool >/dev/null 2>&1 || need+=(prometheus)
   if [ "$set" = bench ]; then
     command -v wrk >/dev/null 2>&1 || need+=(wrk)
     command -v haproxy >/dev/null 2>&1 || need+=(haproxy)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -32,8 +33,13 @@ Activations of links in one directory take turns (flock(2) on the directory),
 waiting up to 30s; a deploy script that takes a lock of its own must not take
 it on that directory.
 
---link and --allow-root can also be set by INCPATHD_LINK and
-INCPATHD_ALLOW_ROOT.
+--warm first compiles RELEASE (with --rollback, the previous target) into
+php-fpm's opcache through the daemon's --control endpoint, as incpathd warm
+does, then flips: the first requests find it cached. A warm that fails (no
+opcache, no daemon) is reported and the flip goes ahead.
+
+--link, --allow-root and --control can also be set by INCPATHD_LINK,
+INCPATHD_ALLOW_ROOT and INCPATHD_CONTROL.
 
 `
 
@@ -43,11 +49,17 @@ func activate(ctx context.Context, args []string, getenv func(string) string, st
 		link     string
 		rollback bool
 		roots    []string
+		warm     bool
+		addr     string
+		warmFor  time.Duration
 	)
 	fs := newFlags("incpathd activate", stderr)
 	fs.StringVar(&link, "link", "", "the docroot symlink to point at RELEASE, e.g. /srv/site/current")
 	fs.BoolVar(&rollback, "rollback", false, "point --link back at its previous target, kept in LINK.previous")
 	fs.StringSliceVar(&roots, "allow-root", nil, "RELEASE's real path must lie at or below one of these (repeatable); give the daemon's --allow-root")
+	fs.BoolVar(&warm, "warm", false, "compile the release into opcache through the daemon (--control) before the flip")
+	fs.StringVar(&addr, "control", "", "the daemon's control endpoint, for --warm")
+	fs.DurationVar(&warmFor, "warm-timeout", 5*time.Minute, "how long --warm may take")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, activateUsage)
 		fs.PrintDefaults()
@@ -56,7 +68,7 @@ func activate(ctx context.Context, args []string, getenv func(string) string, st
 		fmt.Fprintf(stderr, "incpathd activate: %v\n", err)
 		return code
 	}
-	if _, err := parseFlags(fs, args, getenv, "link", "allow-root"); err != nil {
+	if _, err := parseFlags(fs, args, getenv, "link", "allow-root", "control"); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
@@ -73,6 +85,20 @@ func activate(ctx context.Context, args []string, getenv func(string) string, st
 	for _, r := range roots {
 		if !filepath.IsAbs(r) {
 			return fail(2, fmt.Errorf("--allow-root: %q is not an absolute path", r))
+		}
+	}
+	if warm && addr == "" {
+		return fail(2, fmt.Errorf("--warm needs the daemon's control endpoint: give --control or set %s", envName("control")))
+	}
+	if warm {
+		target := fs.Arg(0)
+		if rollback {
+			target = link + ".previous"
+		}
+		if ok, err := warmRelease(ctx, addr, target, warmFor, stdout); err != nil {
+			fmt.Fprintf(stderr, "incpathd activate: %v; activating anyway\n", err)
+		} else if !ok {
+			fmt.Fprintln(stderr, "incpathd activate: not every file is cached (see above); activating anyway")
 		}
 	}
 

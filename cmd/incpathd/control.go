@@ -15,6 +15,7 @@ import (
 	"github.com/incpathd/incpathd/control"
 	"github.com/incpathd/incpathd/inflight"
 	"github.com/incpathd/incpathd/internal/lifecycle"
+	"github.com/incpathd/incpathd/opcache"
 	"github.com/incpathd/incpathd/pin"
 )
 
@@ -54,6 +55,8 @@ type releases struct {
 	watcher *pin.Watcher
 	tracker *inflight.Tracker // nil without --control or --metrics: nobody would read it
 	source  *control.Source   // likewise
+	mux     *http.ServeMux    // the control endpoint's routes, nil without --control
+	opcache *opcache.Manager  // nil with --opcache=false
 	srv     *http.Server
 	done    chan struct{}
 }
@@ -88,7 +91,8 @@ func startReleases(c *config, r *pin.Resolver, log *slog.Logger, lc *lifecycle.L
 		rs.watcher.Close()
 		return nil, err
 	}
-	rs.srv = control.Server(rs.source.Status)
+	rs.mux = control.NewMux(rs.source.Status)
+	rs.srv = control.ServerFor(rs.mux)
 	rs.srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	rs.done = make(chan struct{})
 	go rs.serveControl(l, log)

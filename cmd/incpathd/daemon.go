@@ -19,6 +19,7 @@ import (
 	"github.com/incpathd/incpathd/metrics"
 	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/proxy"
+	"github.com/incpathd/incpathd/quiesce"
 )
 
 // daemon is the object graph serve runs, built once by newDaemon: the
@@ -27,11 +28,13 @@ import (
 // lifecycle that owns every socket.
 type daemon struct {
 	c         *config
+	env       lifecycle.Env
 	log       *slog.Logger
 	lc        *lifecycle.Lifecycle
 	pool      *fcgi.Pool
-	caller    *fpmcall.Caller // nil without --pool-probe, or if it failed
+	caller    *fpmcall.Caller // nil without --pool-probe and --opcache, or if it failed
 	proxy     *proxy.Proxy
+	gate      *quiesce.Gate // holds requests during an opcache reset
 	rel       *releases
 	maint     *maintenance.Mode // nil without --maintenance-file
 	srv       *fcgi.Server
@@ -44,7 +47,7 @@ type daemon struct {
 // newDaemon builds the whole graph for c, opening every socket but serving
 // on none of them (the metrics aside). On failure it closes what it opened.
 func newDaemon(c *config, env lifecycle.Env, log *slog.Logger) (_ *daemon, err error) {
-	d := &daemon{c: c, log: log}
+	d := &daemon{c: c, log: log, env: env}
 	defer func() {
 		if err != nil {
 			d.close()
@@ -73,9 +76,14 @@ func newDaemon(c *config, env lifecycle.Env, log *slog.Logger) (_ *daemon, err e
 	// observe it and read its counters refer to one another: the proxy is
 	// allocated first and filled once, below, before anything runs.
 	p := new(proxy.Proxy)
-	var handler fcgi.Handler = p
+	// The gate holds new requests while an opcache reset runs; open, it
+	// costs a request two atomic additions. Maintenance answers come
+	// before it: they never reach php-fpm.
+	d.gate = &quiesce.Gate{Next: p, MaxHold: c.oc.maxPause + 5*time.Second}
+	var handler fcgi.Handler = d.gate
+	d.rel.opcache = d.newOpcache(p)
 	if c.ops.maintenanceFile != "" {
-		if d.maint, err = newMaintenance(c, p, log); err != nil {
+		if d.maint, err = newMaintenance(c, d.gate, log); err != nil {
 			return nil, err
 		}
 		handler = d.maint
@@ -155,16 +163,28 @@ func metricsListenAddr(c *config) string {
 // startPoolProbe starts the caller that learns the pool's own ini values,
 // and returns its INI, or nil when --pool-probe is off or cannot start.
 func (d *daemon) startPoolProbe() func(context.Context, []string) (map[string]*string, error) {
-	if !d.c.poolProbe {
+	if !d.c.poolProbe && !d.c.oc.opcache {
 		return nil
 	}
-	caller := &fpmcall.Caller{Pool: d.pool, Dir: d.c.poolProbeDir, Timeout: d.c.connectTimeout + 5*time.Second}
-	if err := caller.Start(); err != nil {
-		d.log.Error("--pool-probe: the pool's ini values cannot be learned; requests that do not set a --pin-ini key are pinned without it, and a value an earlier request set stays in the worker: set --pin-default for each key, or --pool-probe-dir",
-			"err", err)
+	getenv := d.env.Getenv
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	caller, err := startCaller(d.c, getenv, d.pool, d.log)
+	if err != nil {
+		if d.c.oc.opcache {
+			d.log.Error("the php helper script cannot be written; --opcache does nothing (warm and eviction say why)", "err", err)
+		}
+		if d.c.poolProbe {
+			d.log.Error("--pool-probe: the pool's ini values cannot be learned; requests that do not set a --pin-ini key are pinned without it, and a value an earlier request set stays in the worker: set --pin-default for each key, or --pool-probe-dir",
+				"err", err)
+		}
 		return nil
 	}
 	d.caller = caller
+	if !d.c.poolProbe {
+		return nil
+	}
 	return caller.INI
 }
 
@@ -199,6 +219,9 @@ func (d *daemon) newMetrics(p *proxy.Proxy, resolver *pin.Resolver) *metrics.Met
 	}
 	if d.maint != nil {
 		src.Maintenance = d.maint
+	}
+	if d.rel.opcache != nil {
+		src.Opcache = d.rel.opcache
 	}
 	return metrics.New(src)
 }
@@ -238,6 +261,12 @@ func (d *daemon) serveHTTP(l net.Listener) {
 // then drains within --shutdown-timeout. ready, if not nil, receives the
 // first listen address once requests are accepted.
 func (d *daemon) run(ctx context.Context, ready chan<- string) int {
+	if m := d.rel.opcache; m != nil && d.rel.source != nil {
+		octx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); m.Run(octx) }()
+		defer func() { cancel(); <-done }()
+	}
 	errc := make(chan error, len(d.listeners))
 	for _, l := range d.listeners {
 		go func() { errc <- d.srv.Serve(l) }()

@@ -43,10 +43,15 @@ type stackOptions struct {
 // args name a --pool-probe flag, the pool probe is off: its call to the
 // upstream, before the first pinned request, would be one more request and
 // connection for the tests that count them (pinning_test.go tests it).
+// Likewise opcache management, unless args name an --opcache flag
+// (opcache_test.go tests it).
 func startIncpathd(t testing.TB, args ...string) (addr string, log *testsupport.LogBuffer, stop func()) {
 	t.Helper()
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--pool-probe") }) {
 		args = append(args, "--pool-probe=false")
+	}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--opcache") }) {
+		args = append(args, "--opcache=false")
 	}
 	return startIncpathdEnv(t, func(string) string { return "" }, args...)
 }

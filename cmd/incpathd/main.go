@@ -58,6 +58,7 @@ type config struct {
 	releasesConfig
 	ops opsConfig
 	rt  runtimeConfig
+	oc  opcacheConfig
 
 	flags *pflag.FlagSet    // for --print-config
 	from  map[string]string // flag name -> fromEnv or fromFlag
@@ -80,7 +81,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.StringSliceVar(&c.pinINI, "pin-ini", rewrite.DefaultPinINI, "ini keys in PHP_VALUE and PHP_ADMIN_VALUE whose paths are pinned")
 	fs.StringArrayVar(&c.pinDefaults, "pin-default", nil, "KEY=VALUE: the value a --pin-ini key gets, pinned, on a request that does not set it (repeatable); default: the pool's own, learned from php-fpm")
 	fs.BoolVar(&c.poolProbe, "pool-probe", true, "learn the pool's own values of --pin-ini keys without --pin-default (or --include-path) through php-fpm, before the first pinned request")
-	fs.StringVar(&c.poolProbeDir, "pool-probe-dir", "", "directory for the script --pool-probe runs; php-fpm must read it at the same path; empty: the temporary directory")
+	fs.StringVar(&c.poolProbeDir, "pool-probe-dir", "", "directory for incpathd's PHP script (--pool-probe, --opcache); php-fpm must read it at the same path; empty: php-fpm's socket directory, $RUNTIME_DIRECTORY, /run/incpathd, then the temporary directory, the first incpathd can write")
 	fs.IntVar(&c.maxConns, "max-conns", 5, "upstream connections at most, idle ones included; keep it at or below php-fpm's pm.max_children")
 	fs.IntVar(&c.maxClientConns, "max-client-conns", 1024, "web server connections at most")
 	fs.IntVar(&c.maxParamsBytes, "max-params-bytes", 1<<20, "largest params stream accepted from the web server")
@@ -98,6 +99,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 	addOpsFlags(fs, &c.ops)
 	addRuntimeFlags(fs, &c.rt)
+	addOpcacheFlags(fs, &c.oc)
 	return fs
 }
 
@@ -107,7 +109,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	c := &config{}
 	fs := newFlagSet(c, stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: incpathd [serve] [flags]\n       incpathd activate|drain|exec|maintenance ... (incpathd help COMMAND)\n\nEvery flag can also be set by the environment variable INCPATHD_<FLAG>, e.g. INCPATHD_UPSTREAM.\n\n")
+		fmt.Fprintf(stderr, "Usage: incpathd [serve] [flags]\n       incpathd activate|drain|exec|maintenance|warm|status ... (incpathd help COMMAND)\n\nEvery flag can also be set by the environment variable INCPATHD_<FLAG>, e.g. INCPATHD_UPSTREAM.\n\n")
 		fs.PrintDefaults()
 	}
 	from, err := parseFlags(fs, args, getenv, allFlags...)
@@ -156,6 +158,12 @@ func (c *config) validate() error {
 	}
 	if c.poolProbeDir != "" && !strings.HasPrefix(c.poolProbeDir, "/") {
 		return fmt.Errorf("--pool-probe-dir: %q is not an absolute path", c.poolProbeDir)
+	}
+	if err := checkHelperDir(c.poolProbeDir, c.allowRoots, c.pattern); err != nil {
+		return err
+	}
+	if err := c.oc.validate(); err != nil {
+		return err
 	}
 	if err := c.releasesConfig.validate(); err != nil {
 		return err
@@ -237,6 +245,10 @@ func dispatch(ctx context.Context, args []string, env lifecycle.Env, stdout, std
 			return activate(ctx, args[1:], getenv, stdout, stderr)
 		case "exec":
 			return execCmd(ctx, args[1:], getenv, stderr)
+		case "warm":
+			return warmCmd(ctx, args[1:], getenv, stdout, stderr)
+		case "status":
+			return statusCmd(ctx, args[1:], getenv, stdout, stderr)
 		case "help":
 			return help(ctx, args[1:], getenv, stdout, stderr)
 		}
@@ -245,7 +257,7 @@ func dispatch(ctx context.Context, args []string, env lifecycle.Env, stdout, std
 }
 
 // commands are the subcommands run dispatches on; serve is the default.
-var commands = []string{"serve", "activate", "drain", "exec", "maintenance", "help"}
+var commands = []string{"serve", "activate", "drain", "exec", "maintenance", "warm", "status", "help"}
 
 // help is "incpathd help [COMMAND]": the same as "incpathd [COMMAND] --help",
 // the form people type first.

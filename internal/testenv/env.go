@@ -30,6 +30,8 @@ var packages = map[string]string{
 	"lighttpd": "lighttpd",
 	"caddy":    "caddy",
 	"cgi-fcgi": "libfcgi-bin",
+	// The alerting rules of deploy/prometheus.
+	"promtool": "prometheus",
 }
 
 // InCI reports whether the tests run in CI, where the environment variable

@@ -204,6 +204,10 @@ func (m manifest) checkDeployment(d *appsv1.Deployment) []error {
 	return errs
 }
 
+// checkContainer checks one container field by field, in the order the
+// Kubernetes API documents them. It is one flat list of independent checks
+// (each if adds at most one error), not one decision: split, it would only
+// pass errs and add around.
 func checkContainer(deployment string, c corev1.Container, volumes map[string]corev1.Volume, m manifest) []error {
 	var errs []error
 	add := func(format string, a ...any) {
