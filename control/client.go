@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -80,4 +81,57 @@ func (c *Client) Close() {
 	if c.http != nil {
 		c.http.CloseIdleConnections()
 	}
+}
+
+// Upstreams fetches GET /upstreams.
+func (c *Client) Upstreams(ctx context.Context) (*Upstreams, error) {
+	var u Upstreams
+	if err := c.do(ctx, "GET", "/upstreams", nil, &u); err != nil {
+		return nil, err
+	}
+	return &u, nil
+}
+
+// Use asks the daemon to send new requests to the pool called name.
+func (c *Client) Use(ctx context.Context, name string, force bool) (*UseResult, error) {
+	body, _ := json.Marshal(UseRequest{Name: name, Force: force})
+	var res UseResult
+	if err := c.do(ctx, "POST", "/upstreams/use", body, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// do sends one request and decodes its JSON answer into out.
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://incpathd"+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.client().Do(req)
+	if err != nil {
+		return fmt.Errorf("control: %s: %w", c.Addr, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("control: %s: %w", c.Addr, err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusNotFound && path == "/upstreams" && strings.Contains(string(b), "404 page not found"):
+		return fmt.Errorf("control: %s: this incpathd has no /upstreams (an older version)", c.Addr)
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("control: %s: %s", c.Addr, errorText(b))
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("control: %s: %w", c.Addr, err)
+	}
+	return nil
 }

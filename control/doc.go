@@ -19,7 +19,18 @@
 // incpathd sees a change (cached). Client reads it; Status.Busy tells
 // whether a release may go.
 //
-// The endpoint is read-only and unauthenticated: it shows server paths, so
-// it listens only where local users with the socket's permissions, or
-// loopback clients, reach it.
+// With several php-fpm pools (upstream.Set, blue/green), two more:
+//
+//	GET /upstreams        the pools, which is active, requests in flight on each
+//	POST /upstreams/use   {"name": "green", "force": false}: new requests go to green
+//
+// A pool that does not answer is refused with 409 unless forced; an
+// unknown one with 404. Every action that changes state is logged and kept
+// in an Audit with who asked: on a unix socket the peer's uid and pid
+// from SO_PEERCRED, which the peer cannot forge; on TCP its address. The
+// last ones come in the Status (actions), with the pools (upstreams).
+//
+// The endpoint is unauthenticated: it shows server paths and switches
+// pools, so it listens only where local users with the socket's
+// permissions, or loopback clients, reach it.
 package control

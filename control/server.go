@@ -104,9 +104,12 @@ func Server(status func() Status) *http.Server { return ServerFor(Handler(status
 
 // ServerFor is Server for any handler; a handler that runs long (a warm)
 // extends its own write deadline.
+//
+// Each connection's peer is read for the audit (ConnContext).
 func ServerFor(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
+		ConnContext:       ConnContext,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,

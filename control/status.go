@@ -9,6 +9,7 @@ import (
 	"github.com/incpathd/incpathd/inflight"
 	"github.com/incpathd/incpathd/pathsafe"
 	"github.com/incpathd/incpathd/pin"
+	"github.com/incpathd/incpathd/upstream"
 )
 
 // Status is the answer to GET /releases.
@@ -19,6 +20,11 @@ type Status struct {
 	Links []Link `json:"links"`
 	// Resolver tells how the docroots were resolved.
 	Resolver ResolverStats `json:"resolver"`
+	// Upstreams are the php-fpm pools and which one is active
+	// (control/endpoint.go); Actions the last control actions that
+	// changed state, newest first, with who asked (control/audit.go).
+	Upstreams *Upstreams `json:"upstreams,omitempty"`
+	Actions   []Action   `json:"actions,omitempty"`
 }
 
 // Link is a docroot and the releases it leads to.
@@ -55,6 +61,10 @@ type Source struct {
 	Releases *inflight.Tracker // nil: nothing in flight is reported
 	Resolver *pin.Resolver     // required
 	Watcher  *pin.Watcher      // nil: links are the cached docroots only
+	// Upstreams and Audit, if not nil, add the pools and the recent
+	// control actions to the Status.
+	Upstreams *upstream.Set
+	Audit     *Audit
 }
 
 // Status reports what is in use now. It resolves each known docroot on the
@@ -102,6 +112,7 @@ func (s *Source) Status() Status {
 	if st.Releases == nil {
 		st.Releases = []inflight.Release{}
 	}
+	s.addUpstreams(&st)
 	return st
 }
 

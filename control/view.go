@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -56,6 +57,9 @@ type Routes struct {
 	Opcache  Opcache
 	Upstream func() *Upstream
 	InFlight func() int64
+	// Audit records each warm with who asked. If nil, warms are not
+	// recorded.
+	Audit *Audit
 }
 
 // maxWarm bounds a warm's request: waiting for fresh files, compiling,
@@ -88,6 +92,7 @@ func (rt Routes) Register(mux *http.ServeMux) {
 		ctx, cancel := context.WithTimeout(r.Context(), maxWarm)
 		defer cancel()
 		rep, err := rt.Opcache.Warm(ctx, dir)
+		rt.audit(r.Context(), dir, rep, err)
 		switch {
 		case errors.Is(err, opcache.ErrNotDirectory):
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -97,6 +102,20 @@ func (rt Routes) Register(mux *http.ServeMux) {
 			writeJSON(w, http.StatusOK, rep)
 		}
 	})
+}
+
+// audit records a warm: it changes what opcache holds.
+func (rt Routes) audit(ctx context.Context, dir string, rep *opcache.WarmReport, err error) {
+	if rt.Audit == nil {
+		return
+	}
+	act := Action{Name: "opcache warm", Args: []string{dir}}
+	if err != nil {
+		act.Error = err.Error()
+	} else if rep != nil {
+		act.Result = fmt.Sprintf("%d files: %d compiled, %d cached", rep.Files, rep.Compiled, rep.Cached)
+	}
+	rt.Audit.RecordFrom(ctx, act)
 }
 
 func (rt Routes) view(ctx context.Context) View {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -43,6 +44,21 @@ type Pool struct {
 	WaitTimeout time.Duration
 	// Dial connects; if nil, a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Hold is how long a request waits for an application server that
+	// refuses connections or is absent (php-fpm restarting) before it
+	// fails with ErrDial: while it refuses, requests wait instead of
+	// dialing, one probe dials every HoldRetry, and they go on the moment
+	// it connects. If zero, a refused dial fails at once.
+	Hold time.Duration
+	// HoldMax bounds the requests held at once; one more fails with
+	// ErrHoldFull at once. If zero, 1024.
+	HoldMax int
+	// HoldRetry is how often the probe dials while requests are held. If
+	// zero, 10ms.
+	HoldRetry time.Duration
+	// Logger gets a line when the hold starts and when it ends. If nil,
+	// slog.Default().
+	Logger *slog.Logger
 
 	mu      sync.Mutex
 	idle    []*Conn // most recently used last
@@ -51,6 +67,7 @@ type Pool struct {
 	closed  bool
 	pruning bool
 	stats   PoolStats
+	hold    holdState
 }
 
 // PoolStats counts what the pool did. OutOfStep counts connections given
@@ -105,12 +122,48 @@ func (p *Pool) GetUnchecked(ctx context.Context) (c *Conn, reused bool, err erro
 	return p.get(ctx, false)
 }
 
+// get takes a connection as Get says; while the application server
+// refuses connections it holds the request (see Hold).
 func (p *Pool) get(ctx context.Context, check bool) (c *Conn, reused bool, err error) {
+	var held time.Time
+	return p.getHeld(ctx, check, &held)
+}
+
+// getHeld is get with the time the request started holding, zero if it
+// has not: a request's holds share one bound.
+func (p *Pool) getHeld(ctx context.Context, check bool, held *time.Time) (c *Conn, reused bool, err error) {
+	for {
+		c, reused, err = p.get1(ctx, check)
+		if err == nil || !errors.Is(err, errHolding) && !p.holds(ctx, err) {
+			return c, reused, err
+		}
+		if ctx.Value(noHoldKey{}) != nil {
+			return nil, false, p.holdCause()
+		}
+		if !errors.Is(err, errHolding) {
+			p.markDown(err)
+		}
+		if err := p.waitUp(ctx, p.holdDeadline(held)); err != nil {
+			return nil, false, err
+		}
+	}
+}
+
+// errHolding: the pool holds requests; get1 did not take a slot.
+var errHolding = errors.New("fcgi: holding")
+
+func (p *Pool) get1(ctx context.Context, check bool) (c *Conn, reused bool, err error) {
 	p.mu.Lock()
 	for {
 		if p.closed {
 			p.mu.Unlock()
 			return nil, false, ErrPoolClosed
+		}
+		if p.hold.down {
+			// Kept connections died with the server; they are found out
+			// when it is back.
+			p.mu.Unlock()
+			return nil, false, errHolding
 		}
 		n := len(p.idle)
 		if n == 0 {
@@ -229,19 +282,21 @@ func (p *Pool) handed(ctx context.Context, c *Conn) (*Conn, bool, error) {
 	return p.dial(ctx)
 }
 
-// dial opens a connection in a slot already counted in p.open.
-func (p *Pool) dial(ctx context.Context) (*Conn, bool, error) {
+// dialNet connects to the application server within DialTimeout.
+func (p *Pool) dialNet(ctx context.Context) (net.Conn, error) {
 	network, addr := p.network()
 	dctx, cancel := context.WithTimeout(ctx, p.dialTimeout())
 	defer cancel()
-	var nc net.Conn
-	var err error
 	if p.Dial != nil {
-		nc, err = p.Dial(dctx, network, addr)
-	} else {
-		var d net.Dialer
-		nc, err = d.DialContext(dctx, network, addr)
+		return p.Dial(dctx, network, addr)
 	}
+	var d net.Dialer
+	return d.DialContext(dctx, network, addr)
+}
+
+// dial opens a connection in a slot already counted in p.open.
+func (p *Pool) dial(ctx context.Context) (*Conn, bool, error) {
+	nc, err := p.dialNet(ctx)
 	// A dial the caller gave up on (the web server aborted the request)
 	// says nothing about the upstream: it is neither counted nor reported
 	// as ErrDial, which would read as "php-fpm down" in the log.
@@ -349,6 +404,7 @@ func (p *Pool) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
+	p.endHoldLocked(p.hold.up)
 	for _, c := range p.idle {
 		c.nc.Close()
 	}

@@ -94,6 +94,10 @@ func (u *fakeUpstream) serve(nc net.Conn, n int32) {
 			nc.Close()
 			return
 		}
+		if rr.Type == TypeGetValues { // the hold's probe
+			nc.Write(rec(TypeGetValuesResult, 0, AppendPair(nil, Pair{"FCGI_MPXS_CONNS", "0"}), 0))
+			continue
+		}
 		if rr.Type != TypeStdin || len(rr.Content) > 0 {
 			continue
 		}

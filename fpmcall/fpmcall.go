@@ -51,6 +51,10 @@ const maxAnswer = 1 << 20
 type Caller struct {
 	// Pool is the php-fpm pool the calls go to. It must be set.
 	Pool *fcgi.Pool
+	// Active, if not nil, returns the pool each call goes to instead of
+	// Pool: the active one of several (blue/green), so that a warm or a
+	// probe reaches the php-fpm that serves.
+	Active func() *fcgi.Pool
 	// Dir is where the script is written; php-fpm must read it at the same
 	// path, and no docroot may hold it. If empty, the first of Candidates
 	// where the script can be written (see DefaultDirs), else os.TempDir().
@@ -159,16 +163,20 @@ func (c *Caller) callFor(ctx context.Context, timeout time.Duration, action stri
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	uc, err := c.Pool.Fresh(ctx)
+	pool := c.Pool
+	if c.Active != nil {
+		pool = c.Active()
+	}
+	uc, err := pool.Fresh(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCall, err)
 	}
 	stdout, err := c.roundTrip(ctx, uc, action, extra)
 	if err != nil {
-		c.Pool.Discard(uc)
+		pool.Discard(uc)
 		return nil, err
 	}
-	c.Pool.Put(uc)
+	pool.Put(uc)
 	return answerBody(stdout)
 }
 

@@ -18,14 +18,18 @@ import (
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/proxy"
+	"github.com/incpathd/incpathd/upstream"
 )
 
 // Sources are where the scraped values come from. Every field may be nil:
 // its metrics are then left out.
 type Sources struct {
-	Proxy    *proxy.Proxy
-	Pool     *fcgi.Pool
-	Resolver *pin.Resolver
+	Proxy *proxy.Proxy
+	// Pool is the upstream pool, reported as "default"; Upstreams, if not
+	// nil, replaces it with every named pool.
+	Pool      *fcgi.Pool
+	Upstreams *upstream.Set
+	Resolver  *pin.Resolver
 	// Maintenance reports maintenance mode.
 	Maintenance Maintenance
 

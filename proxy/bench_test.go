@@ -15,6 +15,7 @@ import (
 	"github.com/incpathd/incpathd/internal/fcgibench"
 	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/rewrite"
+	upstreams "github.com/incpathd/incpathd/upstream"
 )
 
 // benchSite is a docroot symlink, current -> releases/A, made once.
@@ -125,8 +126,12 @@ func startBenchStack(b *testing.B, conns int, watchDelay time.Duration) *benchSt
 	go app.Serve(ul)
 	b.Cleanup(func() { app.Close() })
 
-	pool := &fcgi.Pool{Address: ul.Addr().String(), MaxConns: conns}
+	pool := &fcgi.Pool{Address: ul.Addr().String(), MaxConns: conns, Hold: 10 * time.Second}
 	p := benchProxy(pool)
+	// As the daemon runs it: the pool taken from a set, held while down.
+	if p.Upstreams, err = upstreams.NewSet(&upstreams.Pool{Name: "default", FCGI: pool}); err != nil {
+		b.Fatal(err)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -40,6 +40,8 @@ func classify(err error) (status int, reason string) {
 		return 500, "search-replace pattern cannot be pinned for this docroot"
 	case errors.Is(err, fcgi.ErrPoolTimeout):
 		return 503, "application server busy"
+	case errors.Is(err, fcgi.ErrHoldFull):
+		return 503, "application server unavailable; too many requests waiting for it"
 	case errors.Is(err, fcgi.ErrDial):
 		return 502, "application server unavailable"
 	case errors.Is(err, fcgi.ErrAborted), errors.Is(err, fcgi.ErrClientGone), errors.Is(err, fcgi.ErrSink):
@@ -53,7 +55,7 @@ func classify(err error) (status int, reason string) {
 // way cannot be replaced, so its connection is dropped instead; a web server
 // that went away gets nothing. It returns the status to report, or 0 when
 // the application's own response went out whole.
-func (p *Proxy) fail(w *fcgi.ResponseWriter, r *fcgi.Request, err error) int {
+func (p *Proxy) fail(w *fcgi.ResponseWriter, r *fcgi.Request, pool *fcgi.Pool, err error) int {
 	p.stats.Failed.Add(1)
 	status, reason := classify(err)
 	var started *startedError
@@ -62,7 +64,7 @@ func (p *Proxy) fail(w *fcgi.ResponseWriter, r *fcgi.Request, err error) int {
 		"status", status,
 		"script", param(r.Params, "SCRIPT_FILENAME"),
 		"docroot", param(r.Params, "DOCUMENT_ROOT"),
-		"upstream", p.Pool.Address,
+		"upstream", pool.Address,
 		"err", err,
 	}
 	switch {

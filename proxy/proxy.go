@@ -13,12 +13,17 @@ import (
 
 	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/pin"
+	upstreams "github.com/incpathd/incpathd/upstream"
 )
 
 // Proxy is an fcgi.Handler that pins requests and forwards them to Pool.
 type Proxy struct {
-	// Pool is the upstream application server. It must be set.
+	// Pool is the upstream application server. It must be set unless
+	// Upstreams is.
 	Pool *fcgi.Pool
+	// Upstreams, if not nil, are named pools: each request goes to the one
+	// active when it starts (upstreams.Set.Acquire), instead of Pool.
+	Upstreams *upstreams.Set
 	// Pinner pins each request before it goes upstream. The zero Pinner
 	// resolves every front end's docroot on every request.
 	Pinner pin.Pinner
@@ -70,15 +75,21 @@ func (p *Proxy) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
 	pinned, err := p.Pinner.Pin(c.params[:0], c.buf, r.Params)
 	defer pinned.Done()
 	x.frontEnd, x.release = pinned.FrontEnd, pinned.Release
+	pool := p.Pool
 	if err == nil {
 		p.count(&pinned)
-		err = p.forward(w, r, pinned.Params, &x)
+		if p.Upstreams != nil {
+			u := p.Upstreams.Acquire()
+			pool = u.FCGI
+			defer u.Release()
+		}
+		err = p.forward(w, r, pool, pinned.Params, &x)
 	}
 	clear(pinned.Params)
 	c.params, c.buf = pinned.Params[:0], pinned.Buf
 	calls.Put(c)
 	if err != nil {
-		if status := p.fail(w, r, err); status != 0 {
+		if status := p.fail(w, r, pool, err); status != 0 {
 			x.status = status
 		} else {
 			err = nil // the application's response went out whole
@@ -118,12 +129,12 @@ func param(params []fcgi.Pair, name string) string {
 	return ""
 }
 
-// forward sends the request upstream and streams the answer back. A reused
-// connection that fails before the first response byte is replaced once by
-// a fresh one: php-fpm closes kept connections when it recycles a worker.
-// A request that may be replayed so skips the liveness check of the first
-// connection, a system call; one that may not has it checked.
-func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, params []fcgi.Pair, x *exchange) error {
+// forward sends the request upstream and streams the answer back. A
+// request that fails before the first response byte may be replayed on a
+// fresh connection (see replay). A request that may be replayed so skips
+// the liveness check of the first connection, a system call; one that may
+// not has it checked.
+func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, pool *fcgi.Pool, params []fcgi.Pair, x *exchange) error {
 	bodyDone := r.Body.Done() // before the body streams
 	canReplay := replayable(bodyDone, param(r.Params, "REQUEST_METHOD"))
 	ctx := requestContext{r}
@@ -134,22 +145,22 @@ func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, params []fcgi.P
 		switch {
 		case attempt > 0:
 			// Not another idle connection: it may be closing too.
-			uc, err = p.Pool.Fresh(ctx)
+			uc, err = pool.Fresh(ctx)
 		case canReplay:
-			uc, reused, err = p.Pool.GetUnchecked(ctx)
+			uc, reused, err = pool.GetUnchecked(ctx)
 		default:
-			uc, reused, err = p.Pool.Get(ctx)
+			uc, reused, err = pool.Get(ctx)
 		}
 		if err != nil {
 			return err
 		}
 		started, err := p.roundTrip(w, r, uc, params, x)
 		if err == nil {
-			p.Pool.Put(uc)
+			pool.Put(uc)
 			return nil
 		}
-		p.Pool.Discard(uc)
-		if reused && !started && attempt == 0 && canReplay && r.Context().Err() == nil {
+		pool.Discard(uc)
+		if !started && canReplay && r.Context().Err() == nil && p.replay(pool, attempt, reused, err) {
 			p.stats.Retries.Add(1)
 			continue
 		}

@@ -337,8 +337,9 @@ wait_status() {
     get "$path"
     [ "$status" = "$want" ] && return 0
     ((SECONDS < end)) || { why="got $status: $body"; return 1; }
+    # socket-dir is a one-shot step: it exits once it has done its job.
     exited=$("${compose[@]}" ps --all --status exited --format '{{.Service}}' 2>/dev/null |
-      grep -v "^${ignore_exited:-}\$" || true)
+      grep -v -e '^socket-dir$' -e "^${ignore_exited:-}\$" || true)
     [ -z "$exited" ] || { why="got $status, and $exited exited"; return 1; }
     sleep 0.5
   done
@@ -376,6 +377,13 @@ get "/index.php/a/b?c=d"
 [ "$status" = 200 ] || die "GET /index.php/a/b: $status: $body"
 want_page A "$body" "GET /index.php/a/b"
 say "ok: pinned to release A (DOCUMENT_ROOT, SCRIPT_FILENAME, include_path)"
+
+# incpathd's own script runs in php-fpm from the shared socket directory:
+# the pool's ini values were learned (no key left to a worker's last value).
+"${compose[@]}" logs --no-color incpathd >"$run/incpathd.log" 2>&1 || true
+grep -q "learned the php-fpm pool's ini values" "$run/incpathd.log" ||
+  die "incpathd did not learn the pool's ini values through its script in /run/php: $(grep -i 'probe\|fpmcall\|opcache' "$run/incpathd.log" | tail -5)"
+say "ok: incpathd's script ran in php-fpm (the pool's ini values learned)"
 
 # incpathd runs as the image's user.
 user=$(docker inspect --format '{{.Config.User}}' "$("${compose[@]}" ps -q incpathd)")

@@ -17,6 +17,7 @@ import (
 	"github.com/incpathd/incpathd/internal/lifecycle"
 	"github.com/incpathd/incpathd/opcache"
 	"github.com/incpathd/incpathd/pin"
+	"github.com/incpathd/incpathd/upstream"
 )
 
 // releasesConfig holds the flags for watching docroot links and for the
@@ -64,7 +65,7 @@ type releases struct {
 // startReleases starts r's Watcher and, with --control, counting
 // requests per release and serving the control endpoint. It must run before
 // r's first Resolve.
-func startReleases(c *config, r *pin.Resolver, log *slog.Logger, lc *lifecycle.Lifecycle) (*releases, error) {
+func startReleases(c *config, r *pin.Resolver, log *slog.Logger, lc *lifecycle.Lifecycle, set *upstream.Set) (*releases, error) {
 	rs := &releases{watcher: r.Watcher}
 	if c.pattern != "" {
 		// Usually the site's docroot link: report its release as in use
@@ -78,7 +79,8 @@ func startReleases(c *config, r *pin.Resolver, log *slog.Logger, lc *lifecycle.L
 	}
 	// Someone reads the counts: the control endpoint, the metrics, or both.
 	rs.tracker = &inflight.Tracker{}
-	rs.source = &control.Source{Releases: rs.tracker, Resolver: r, Watcher: rs.watcher}
+	rs.source = &control.Source{Releases: rs.tracker, Resolver: r, Watcher: rs.watcher,
+		Upstreams: set, Audit: &control.Audit{Logger: log}}
 	if c.control == "" {
 		return rs, nil
 	}
@@ -92,6 +94,7 @@ func startReleases(c *config, r *pin.Resolver, log *slog.Logger, lc *lifecycle.L
 		return nil, err
 	}
 	rs.mux = control.NewMux(rs.source.Status)
+	(&control.Endpoint{Status: rs.source.Status, Upstreams: set, Audit: rs.source.Audit, CheckTimeout: c.connectTimeout}).Register(rs.mux)
 	rs.srv = control.ServerFor(rs.mux)
 	rs.srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	rs.done = make(chan struct{})

@@ -20,6 +20,7 @@ import (
 	"github.com/incpathd/incpathd/pin"
 	"github.com/incpathd/incpathd/proxy"
 	"github.com/incpathd/incpathd/quiesce"
+	"github.com/incpathd/incpathd/upstream"
 )
 
 // daemon is the object graph serve runs, built once by newDaemon: the
@@ -31,7 +32,8 @@ type daemon struct {
 	env       lifecycle.Env
 	log       *slog.Logger
 	lc        *lifecycle.Lifecycle
-	pool      *fcgi.Pool
+	set       *upstream.Set   // the named pools (--upstream)
+	pool      *fcgi.Pool      // the first: the pool probe's and opcache's
 	caller    *fpmcall.Caller // nil without --pool-probe and --opcache, or if it failed
 	proxy     *proxy.Proxy
 	gate      *quiesce.Gate // holds requests during an opcache reset
@@ -53,13 +55,8 @@ func newDaemon(c *config, env lifecycle.Env, log *slog.Logger) (_ *daemon, err e
 			d.close()
 		}
 	}()
-	d.pool = &fcgi.Pool{
-		Address:     c.upstream,
-		MaxConns:    c.maxConns,
-		IdleTimeout: c.upstreamIdleTimeout,
-		DialTimeout: c.connectTimeout,
-		WaitTimeout: c.queueTimeout,
-	}
+	d.set = newUpstreams(c, log)
+	d.pool = d.set.Pools()[0].FCGI
 	poolINI := d.startPoolProbe()
 	// The lifecycle before any socket: it owns every listening one, the
 	// control endpoint's included, so that a restart hands them all on.
@@ -68,7 +65,7 @@ func newDaemon(c *config, env lifecycle.Env, log *slog.Logger) (_ *daemon, err e
 		return nil, err
 	}
 	resolver := newResolver(c, log)
-	if d.rel, err = startReleases(c, resolver, log, d.lc); err != nil {
+	if d.rel, err = startReleases(c, resolver, log, d.lc, d.set); err != nil {
 		return nil, fmt.Errorf("control endpoint %s: %w", c.control, err)
 	}
 
@@ -99,7 +96,8 @@ func newDaemon(c *config, env lifecycle.Env, log *slog.Logger) (_ *daemon, err e
 		observer = m
 	}
 	*p = proxy.Proxy{
-		Pool: d.pool,
+		Pool:      d.pool,
+		Upstreams: d.set,
 		Pinner: pin.Pinner{
 			Policy:   pin.Policy{DocrootList: c.docrootSAPIs, RealpathList: c.realpathSAPIs},
 			Resolver: resolver,
@@ -170,7 +168,7 @@ func (d *daemon) startPoolProbe() func(context.Context, []string) (map[string]*s
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	caller, err := startCaller(d.c, getenv, d.pool, d.log)
+	caller, err := startCaller(d.c, getenv, d.set, d.log)
 	if err != nil {
 		if d.c.oc.opcache {
 			d.log.Error("the php helper script cannot be written; --opcache does nothing (warm and eviction say why)", "err", err)
@@ -210,7 +208,7 @@ func newMaintenance(c *config, next fcgi.Handler, log *slog.Logger) (*maintenanc
 func (d *daemon) newMetrics(p *proxy.Proxy, resolver *pin.Resolver) *metrics.Metrics {
 	src := metrics.Sources{
 		Proxy:            p,
-		Pool:             d.pool,
+		Upstreams:        d.set,
 		Resolver:         resolver,
 		Version:          version,
 		FrontEnds:        append(append([]string(nil), d.c.docrootSAPIs...), d.c.realpathSAPIs...),
@@ -228,16 +226,10 @@ func (d *daemon) newMetrics(p *proxy.Proxy, resolver *pin.Resolver) *metrics.Met
 
 // startHTTP serves /metrics, /healthz and /readyz on l.
 func (d *daemon) startHTTP(l net.Listener, m *metrics.Metrics) {
-	checker := &health.Checker{
-		Pool:         d.pool,
-		PingPath:     d.c.ops.upstreamPing,
-		PingResponse: d.c.ops.upstreamPingResponse,
-		Timeout:      d.c.connectTimeout,
-	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
 	mux.Handle("GET /healthz", health.Live())
-	mux.Handle("GET /readyz", checker.Ready())
+	mux.Handle("GET /readyz", ready(d.set))
 	d.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -331,5 +323,7 @@ func (d *daemon) close() {
 	if d.caller != nil {
 		d.caller.Close()
 	}
-	d.pool.Close()
+	if d.set != nil {
+		d.set.Close()
+	}
 }

@@ -312,7 +312,27 @@ type composeService struct {
 	Volumes     []string          `yaml:"volumes"`
 	Tmpfs       []string          `yaml:"tmpfs"`
 	Ports       []string          `yaml:"ports"`
-	DependsOn   []string          `yaml:"depends_on"`
+	DependsOn   dependsOn         `yaml:"depends_on"`
+	Entrypoint  []string          `yaml:"entrypoint"`
+}
+
+// dependsOn is a service's depends_on in either of compose's forms: a list
+// of names, or a map of names to conditions; it keeps the names.
+type dependsOn []string
+
+func (d *dependsOn) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i < len(n.Content); i += 2 {
+			*d = append(*d, n.Content[i].Value)
+		}
+		return nil
+	}
+	var names []string
+	if err := n.Decode(&names); err != nil {
+		return err
+	}
+	*d = names
+	return nil
 }
 
 // composeVar matches a whole value that is one variable with a default.
@@ -379,8 +399,8 @@ func TestCompose(t *testing.T) {
 
 	// The binary accepts the environment, and it fits the other files.
 	cfg := parseEnv(t, incpathd.Environment, nil)
-	sock, ok := strings.CutPrefix(cfg.upstream, "unix:")
-	require.True(t, ok, "upstream over a unix socket: %s", cfg.upstream)
+	sock, ok := strings.CutPrefix(cfg.up.pools[0].addr, "unix:")
+	require.True(t, ok, "upstream over a unix socket: %s", cfg.up.pools[0].addr)
 	assert.Equal(t, composeSocket, sock)
 	sockDir := path.Dir(sock)
 	vol := incpathd.mounts()[sockDir]
@@ -767,8 +787,8 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, socketVol, "an emptyDir for the socket")
-	sock, ok := strings.CutPrefix(cfg.upstream, "unix:")
-	require.True(t, ok, "upstream over a unix socket: %s", cfg.upstream)
+	sock, ok := strings.CutPrefix(cfg.up.pools[0].addr, "unix:")
+	require.True(t, ok, "upstream over a unix socket: %s", cfg.up.pools[0].addr)
 	assert.Equal(t, path.Dir(sock), incpathd.mountOf(socketVol))
 	assert.Equal(t, path.Dir(sock), fpm.mountOf(socketVol))
 	pool := objects["ConfigMap"].Data["zz-incpathd.conf"]

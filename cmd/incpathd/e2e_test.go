@@ -231,8 +231,10 @@ func TestE2EBigBodies(t *testing.T) {
 	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 }
 
+// php-fpm down: a request waits in the hold for --upstream-hold, then gets
+// a clean 502 that says why; php-fpm back, the pool recovers.
 func TestE2EUpstreamDown(t *testing.T) {
-	s := startStack(t, stackOptions{nginx: testenv.NginxOptions{KeepConn: true}})
+	s := startStack(t, stackOptions{args: []string{"--upstream-hold", "500ms"}, nginx: testenv.NginxOptions{KeepConn: true}})
 	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
 	s.fpm.Stop()
 	start := time.Now()
@@ -240,12 +242,27 @@ func TestE2EUpstreamDown(t *testing.T) {
 	took := time.Since(start)
 	assert.Equal(t, 502, code, "%s", body)
 	assert.Contains(t, body, "application server unavailable")
-	assert.Less(t, took, 2*time.Second, "a refused connection must fail fast")
+	assert.GreaterOrEqual(t, took, 500*time.Millisecond, "held for --upstream-hold")
+	assert.Less(t, took, 3*time.Second, "a refused connection must fail at the bound")
 	assert.Contains(t, s.log.String(), "cannot connect to upstream")
+	assert.Contains(t, s.log.String(), "still down at the end of the hold")
 
 	// php-fpm back: the pool recovers.
 	s.fpm.Start(t)
 	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
+}
+
+// With --upstream-hold 0 a refused connection fails at once, as before
+// the hold.
+func TestE2EUpstreamDownNoHold(t *testing.T) {
+	s := startStack(t, stackOptions{args: []string{"--upstream-hold", "0"}, nginx: testenv.NginxOptions{KeepConn: true}})
+	assertPinned(t, s.site, s.index(t, "/index.php"), "A")
+	s.fpm.Stop()
+	start := time.Now()
+	code, body := s.nginx.Get(t, "/index.php")
+	assert.Equal(t, 502, code, "%s", body)
+	assert.Less(t, time.Since(start), 2*time.Second, "a refused connection must fail fast")
+	assert.NotContains(t, s.log.String(), "holding new requests")
 }
 
 func TestE2EDanglingDocroot(t *testing.T) {

@@ -38,7 +38,7 @@ var restartable bool
 
 // config is everything the flags decide.
 type config struct {
-	listen, listenMode, upstream     string
+	listen, listenMode               string
 	pattern, includePath             string
 	docrootSAPIs, realpathSAPIs      []string
 	realpathEvery                    time.Duration
@@ -56,6 +56,7 @@ type config struct {
 	logFormat, logLevel              string
 	keepHTTPProxy, showVersion       bool
 	releasesConfig
+	up  upstreamConfig
 	ops opsConfig
 	rt  runtimeConfig
 	oc  opcacheConfig
@@ -69,7 +70,7 @@ func newFlagSet(c *config, stderr io.Writer) *pflag.FlagSet {
 	fs := newFlags("incpathd", stderr)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:9001", "address the web server connects to: host:port, or unix:/path")
 	fs.StringVar(&c.listenMode, "listen-mode", "0660", "permissions of a unix listen socket (octal)")
-	fs.StringVar(&c.upstream, "upstream", "127.0.0.1:9000", "php-fpm address: host:port, or unix:/path")
+	addUpstreamFlags(fs, &c.up)
 	fs.StringVar(&c.pattern, "search-replace-pattern", "", "path replaced by the resolved docroot in pinned ini values (incpath.search_replace_pattern); empty: the request's DOCUMENT_ROOT")
 	fs.StringVar(&c.includePath, "include-path", "", "include_path used when a request carries none, so every request gets a pinned one")
 	fs.StringSliceVar(&c.docrootSAPIs, "docroot-sapi-list", nil, "front ends whose DOCUMENT_ROOT is trusted as already resolved (e.g. nginx with $realpath_root)")
@@ -109,7 +110,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (*config
 	c := &config{}
 	fs := newFlagSet(c, stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: incpathd [serve] [flags]\n       incpathd activate|drain|exec|maintenance|warm|status ... (incpathd help COMMAND)\n\nEvery flag can also be set by the environment variable INCPATHD_<FLAG>, e.g. INCPATHD_UPSTREAM.\n\n")
+		fmt.Fprintf(stderr, "Usage: incpathd [serve] [flags]\n       incpathd activate|drain|exec|maintenance|warm|status|upstream ... (incpathd help COMMAND)\n\nEvery flag can also be set by the environment variable INCPATHD_<FLAG>, e.g. INCPATHD_UPSTREAM.\n\n")
 		fs.PrintDefaults()
 	}
 	from, err := parseFlags(fs, args, getenv, allFlags...)
@@ -163,6 +164,9 @@ func (c *config) validate() error {
 		return err
 	}
 	if err := c.oc.validate(); err != nil {
+		return err
+	}
+	if err := c.up.validate(); err != nil {
 		return err
 	}
 	if err := c.releasesConfig.validate(); err != nil {
@@ -243,6 +247,8 @@ func dispatch(ctx context.Context, args []string, env lifecycle.Env, stdout, std
 			return maintenanceCmd(args[1:], getenv, stdout, stderr)
 		case "activate":
 			return activate(ctx, args[1:], getenv, stdout, stderr)
+		case "upstream":
+			return upstreamCmd(ctx, args[1:], getenv, stdout, stderr)
 		case "exec":
 			return execCmd(ctx, args[1:], getenv, stderr)
 		case "warm":
@@ -257,7 +263,7 @@ func dispatch(ctx context.Context, args []string, env lifecycle.Env, stdout, std
 }
 
 // commands are the subcommands run dispatches on; serve is the default.
-var commands = []string{"serve", "activate", "drain", "exec", "maintenance", "warm", "status", "help"}
+var commands = []string{"serve", "activate", "drain", "exec", "maintenance", "warm", "status", "upstream", "help"}
 
 // help is "incpathd help [COMMAND]": the same as "incpathd [COMMAND] --help",
 // the form people type first.
@@ -306,7 +312,7 @@ func serve(ctx context.Context, args []string, env lifecycle.Env, stdout, stderr
 		return 1
 	}
 	defer d.close()
-	log.Info("incpathd serving", "version", version, "listen", d.listeners[0].Addr().String(), "upstream", c.upstream,
+	log.Info("incpathd serving", "version", version, "listen", d.listeners[0].Addr().String(), "upstream", c.up.addresses(),
 		"realpath_every", c.realpathEvery, "pattern", c.pattern, "metrics", d.httpAddr, "pid", os.Getpid())
 	if testHookServing != nil {
 		testHookServing(d)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/incpathd/incpathd/fpmcall"
 	"github.com/incpathd/incpathd/opcache"
 	"github.com/incpathd/incpathd/proxy"
+	"github.com/incpathd/incpathd/upstream"
 )
 
 // opcacheConfig is what the opcache flags decide.
@@ -57,11 +59,12 @@ func checkHelperDir(dir string, roots []string, pattern string) error {
 
 // startCaller writes the PHP helper script, in --pool-probe-dir or the
 // first default directory incpathd can write.
-func startCaller(c *config, getenv func(string) string, pool *fcgi.Pool, log *slog.Logger) (*fpmcall.Caller, error) {
+func startCaller(c *config, getenv func(string) string, set *upstream.Set, log *slog.Logger) (*fpmcall.Caller, error) {
 	caller := &fpmcall.Caller{
-		Pool:       pool,
+		Pool:       set.Pools()[0].FCGI,
+		Active:     func() *fcgi.Pool { return set.Active().FCGI },
 		Dir:        c.poolProbeDir,
-		Candidates: fpmcall.DefaultDirs(c.upstream, getenv),
+		Candidates: fpmcall.DefaultDirs(c.up.pools[0].addr, getenv),
 		Timeout:    c.connectTimeout + 5*time.Second,
 	}
 	if err := caller.Start(); err != nil {
@@ -95,7 +98,8 @@ func (d *daemon) newOpcache(p *proxy.Proxy) *opcache.Manager {
 	if d.rel.mux != nil {
 		rt := control.Routes{
 			Status:   d.rel.source.Status,
-			Upstream: upstreamView(d.c.upstream, d.pool),
+			Upstream: upstreamView(d.set, d.rel.source.Audit),
+			Audit:    d.rel.source.Audit,
 			InFlight: func() int64 { return p.Stats().InFlight.Load() },
 		}
 		if m != nil {
@@ -122,12 +126,19 @@ func (noHelper) Invalidate(context.Context, string) (fpmcall.Usage, error) {
 }
 func (noHelper) Reset(context.Context) error { return errNoHelper }
 
-// upstreamView reports the php-fpm pool for the status view.
-func upstreamView(addr string, pool *fcgi.Pool) func() *control.Upstream {
+// upstreamView reports the php-fpm side for the status view: the active
+// pool's connections, every pool (upstream.PoolStatus) and the recent
+// control actions.
+func upstreamView(set *upstream.Set, audit *control.Audit) func() *control.Upstream {
 	return func() *control.Upstream {
-		st := pool.Stats()
-		u := &control.Upstream{Address: addr, MaxConns: pool.MaxConns, Dials: st.Dials, DialErrors: st.DialErrors}
+		active := set.Active()
+		st := active.FCGI.Stats()
+		u := &control.Upstream{Address: active.FCGI.Address, MaxConns: active.FCGI.MaxConns, Dials: st.Dials, DialErrors: st.DialErrors}
 		u.Conns.Open, u.Conns.Idle, u.Conns.Busy = st.Open, st.Idle, st.Open-st.Idle
+		u.Pools, _ = json.Marshal(set.Status())
+		if acts := audit.Recent(); len(acts) > 0 {
+			u.Actions, _ = json.Marshal(acts)
+		}
 		return u
 	}
 }

@@ -220,7 +220,9 @@ func TestE2EMetricsAndHealth(t *testing.T) {
 	for _, want := range []string{
 		"incpathd_request_duration_seconds_count 4",
 		"incpathd_requests_in_flight 0",
-		`incpathd_upstream_connections{state="busy"} 0`,
+		`incpathd_upstream_connections{pool="default",state="busy"} 0`,
+		`incpathd_upstream_active{pool="default"} 1`,
+		`incpathd_upstream_down{pool="default"} 0`,
 		"incpathd_upstream_dials_total ",
 		"incpathd_resolver_cache_hits_total ",
 		`incpathd_build_info{goversion=`,
@@ -247,9 +249,11 @@ func TestE2EMetricsAndHealth(t *testing.T) {
 	assert.Contains(t, s.log.String(), `msg=request method=GET uri=/index.php status=200`, "the access line at debug level")
 
 	s.fpm.Stop()
+	start := time.Now()
 	code, _, body = httpGet(t, c, base+"/readyz")
 	assert.Equal(t, 503, code)
-	assert.Contains(t, body, "not ready")
+	assert.Contains(t, body, "not ready: pool default")
+	assert.Less(t, time.Since(start), 2*time.Second, "a readiness check does not wait in the hold")
 	code, _, _ = httpGet(t, c, base+"/healthz")
 	assert.Equal(t, 200, code, "alive without php-fpm")
 }

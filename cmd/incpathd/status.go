@@ -14,6 +14,7 @@ import (
 
 	"github.com/incpathd/incpathd/control"
 	"github.com/incpathd/incpathd/opcache"
+	"github.com/incpathd/incpathd/upstream"
 )
 
 const statusUsage = `Usage: incpathd status [--json] [--control ADDR]
@@ -214,13 +215,50 @@ func printUpstream(w io.Writer, v *control.View) {
 	}
 	fmt.Fprintf(w, "upstream  %s   connections %d open (%d idle, %d busy) of %d   dials %d, failed %d   requests in flight %d\n",
 		u.Address, u.Conns.Open, u.Conns.Idle, u.Conns.Busy, u.MaxConns, u.Dials, u.DialErrors, v.InFlight)
-	// Named pools and the log of control actions come with issue #13's
-	// data; shown as given until then.
-	if len(u.Pools) > 0 {
-		fmt.Fprintf(w, "          pools: %s\n", u.Pools)
+	printPools(w, u.Pools)
+	printActions(w, u.Actions)
+}
+
+// printPools shows each named pool (upstream.PoolStatus) when there are
+// several, or the one is down and holding requests.
+func printPools(w io.Writer, raw json.RawMessage) {
+	var pools []upstream.PoolStatus
+	if len(raw) == 0 || json.Unmarshal(raw, &pools) != nil {
+		return
 	}
-	if len(u.Actions) > 0 {
-		fmt.Fprintf(w, "          recent control actions: %s\n", u.Actions)
+	if len(pools) == 1 && !pools[0].Down {
+		return // the line above says it all
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "          POOL\tADDRESS\tACTIVE\tIN FLIGHT\tREQUESTS\tCONNECTIONS\tSTATE\t")
+	for _, p := range pools {
+		active, state := "", "up"
+		if p.Active {
+			active = "*"
+		}
+		if p.Down {
+			state = fmt.Sprintf("DOWN, %d requests held", p.Holding)
+		}
+		fmt.Fprintf(tw, "          %s\t%s\t%s\t%d\t%d\t%d (%d idle)\t%s\t\n", p.Name, p.Address, active, p.InFlight, p.Requests, p.Open, p.Idle, state)
+	}
+	tw.Flush()
+}
+
+// printActions shows the last control actions that changed state, newest
+// first, with who asked.
+func printActions(w io.Writer, raw json.RawMessage) {
+	var acts []control.Action
+	if len(raw) == 0 || json.Unmarshal(raw, &acts) != nil || len(acts) == 0 {
+		return
+	}
+	const shown = 5
+	fmt.Fprintln(w, "\nrecent control actions:")
+	for _, a := range acts[:min(len(acts), shown)] {
+		what := a.Result
+		if a.Error != "" {
+			what = "refused: " + a.Error
+		}
+		fmt.Fprintf(w, "  %s  %s %s  by %s: %s\n", a.Time.Local().Format("15:04:05"), a.Name, strings.Join(a.Args, " "), a.Peer, what)
 	}
 }
 
