@@ -111,3 +111,28 @@ func TestRequestEndsWithoutAbort(t *testing.T) {
 	}
 	assert.Zero(t, calls.Load())
 }
+
+// The watch starts between half AbortWatchDelay and all of it after the
+// request was armed (the server's sweeper ticks every half delay and starts
+// a request seen armed on two ticks in a row), and the sweeper ends once no
+// request is armed.
+func TestServerAbortWatchSweeper(t *testing.T) {
+	testsupport.CheckGoroutines(t)
+	const delay = 200 * time.Millisecond
+	started := make(chan struct{}, 1)
+	causes := make(chan error, 1)
+	ts := startServer(t, "tcp", &Server{Handler: waitHandler(started, causes, false), AbortWatchDelay: delay})
+	c := ts.dial(t)
+	begin := time.Now()
+	c.send(request(1, FlagKeepConn, nil, ""))
+	<-started
+	c.send(rec(TypeAbortRequest, 1, nil, 0))
+	assert.Equal(t, ErrAborted, <-causes)
+	took := time.Since(begin)
+	assert.GreaterOrEqual(t, took, delay/2, "the watch started before half the delay")
+	// Generous: a loaded machine runs tickers late.
+	assert.Less(t, took, 10*delay)
+	c.response(1)
+	assert.True(t, testsupport.Eventually(5*time.Second, func() bool { return !ts.sweeping.Load() }),
+		"the sweeper still runs with no request armed")
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"testing"
+	"time"
 )
 
 func BenchmarkDecodeParams(b *testing.B) {
@@ -65,5 +66,19 @@ func BenchmarkReaderNext(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkWatchArmStop is what every request without a body pays for the
+// abort watch when it ends before the watch is due: arming and disarming.
+func BenchmarkWatchArmStop(b *testing.B) {
+	s := &Server{AbortWatchDelay: time.Hour}
+	c := &conn{srv: s, watchDone: make(chan struct{}, 1)}
+	s.conns = map[*conn]struct{}{c: {}}
+	req := &c.req
+	b.ReportAllocs()
+	for b.Loop() {
+		c.armWatch(req)
+		c.stopWatch()
 	}
 }

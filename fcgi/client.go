@@ -108,7 +108,7 @@ const bodyEndWait = time.Second
 func (c *Conn) RoundTrip(ctx context.Context, call *Call, sink Sink) (res Result, err error) {
 	id := c.NextID()
 	if call.Abort != nil {
-		c.nc.SetDeadline(time.Time{})
+		c.clearDeadline()
 		// Once OnAbort(nil) returns, the cut is neither running nor to
 		// come: it cannot hit the connection after it went back to the pool
 		// and on to another request, which would then fail for no reason
@@ -117,7 +117,7 @@ func (c *Conn) RoundTrip(ctx context.Context, call *Call, sink Sink) (res Result
 		defer call.Abort.OnAbort(nil)
 	} else {
 		dl, _ := ctx.Deadline()
-		c.nc.SetDeadline(dl)
+		c.setDeadline(dl)
 		stop := context.AfterFunc(ctx, c.cut)
 		defer func() {
 			if !stop() && err == nil {
@@ -395,7 +395,7 @@ func (b *bodyCopy) wait() {
 // answers: c is for Discard.
 func (c *Conn) GetValues(ctx context.Context, names ...string) ([]Pair, error) {
 	dl, _ := ctx.Deadline()
-	c.nc.SetDeadline(dl)
+	c.setDeadline(dl)
 	stop := context.AfterFunc(ctx, c.cut)
 	defer stop()
 	var q []byte

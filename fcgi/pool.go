@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -62,7 +63,7 @@ type Pool struct {
 	mu      sync.Mutex
 	idle    []*Conn // most recently used last
 	open    int
-	waiters []chan *Conn
+	waiters []*waiter
 	closed  bool
 	pruning bool
 	stats   PoolStats
@@ -187,21 +188,25 @@ func (p *Pool) get1(ctx context.Context, check bool) (c *Conn, reused bool, err 
 		p.mu.Unlock()
 		return p.dial(ctx)
 	}
-	w := make(chan *Conn, 1)
+	w := newWaiter()
 	p.waiters = append(p.waiters, w)
 	p.mu.Unlock()
 
-	t := time.NewTimer(p.waitTimeout())
-	defer t.Stop()
+	// Stopped before the waiter goes back to waiterFree, never deferred:
+	// the next wait resets it.
+	w.t.Reset(p.waitTimeout())
 	select {
-	case c, ok := <-w:
+	case c, ok := <-w.c:
+		w.t.Stop()
 		if !ok {
 			return nil, false, ErrPoolClosed
 		}
+		waiterFree.Put(w)
 		return p.handed(ctx, c)
-	case <-t.C:
+	case <-w.t.C:
 		err = fmt.Errorf("%w after %v (%d connections busy)", ErrPoolTimeout, p.waitTimeout(), p.maxConns())
 	case <-ctx.Done():
+		w.t.Stop()
 		err = context.Cause(ctx)
 	}
 	p.mu.Lock()
@@ -214,21 +219,55 @@ func (p *Pool) get1(ctx context.Context, check bool) (c *Conn, reused bool, err 
 		if x == w {
 			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
 			p.mu.Unlock()
+			waiterFree.Put(w)
 			return nil, false, err
 		}
 	}
 	p.mu.Unlock()
 	// Someone handed us a connection or a slot as we gave up: pass it on.
-	c, ok := <-w
+	c, ok := <-w.c
 	if !ok {
 		return nil, false, err
 	}
+	waiterFree.Put(w)
 	if c != nil {
 		p.Put(c)
 	} else {
 		p.release()
 	}
 	return nil, false, err
+}
+
+// waiter is a request waiting in Get: Put or Discard hands it a connection
+// or a free slot on c; t bounds the wait. Waiters are kept for the next
+// wait (waiterFree) with c empty and t stopped, so that queueing, which is
+// routine when more web server connections than MaxConns are busy,
+// allocates nothing.
+type waiter struct {
+	c chan *Conn
+	t *time.Timer
+}
+
+var waiterFree sync.Pool
+
+func newWaiter() *waiter {
+	if w, ok := waiterFree.Get().(*waiter); ok {
+		return w
+	}
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &waiter{c: make(chan *Conn, 1), t: t}
+}
+
+// popWaiter takes the first waiter off the queue, p.mu held. The rest move
+// up, so that the queue keeps its array: p.waiters[1:] would shrink its
+// capacity from the front and make the next append allocate.
+func (p *Pool) popWaiter() *waiter {
+	w := p.waiters[0]
+	n := copy(p.waiters, p.waiters[1:])
+	p.waiters[n] = nil
+	p.waiters = p.waiters[:n]
+	return w
 }
 
 // handed takes what Put or Discard gave a waiter: a live connection, or nil
@@ -297,7 +336,7 @@ func (p *Pool) Put(c *Conn) {
 	c.used = time.Now()
 	// A deadline left behind would make the liveness check fail on a good
 	// connection.
-	c.nc.SetDeadline(time.Time{})
+	c.clearDeadline()
 	p.mu.Lock()
 	if p.closed {
 		p.open--
@@ -306,10 +345,9 @@ func (p *Pool) Put(c *Conn) {
 		return
 	}
 	if len(p.waiters) > 0 {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
+		w := p.popWaiter()
 		p.mu.Unlock()
-		w <- c
+		w.c <- c
 		return
 	}
 	p.idle = append(p.idle, c)
@@ -330,10 +368,9 @@ func (p *Pool) Discard(c *Conn) {
 func (p *Pool) release() {
 	p.mu.Lock()
 	if len(p.waiters) > 0 && !p.closed {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
+		w := p.popWaiter()
 		p.mu.Unlock()
-		w <- nil
+		w.c <- nil
 		return
 	}
 	p.open--
@@ -374,7 +411,7 @@ func (p *Pool) Close() error {
 	p.open -= len(p.idle)
 	p.idle = nil
 	for _, w := range p.waiters {
-		close(w)
+		close(w.c) // never reused: waiterFree gets only open ones
 	}
 	p.waiters = nil
 	return nil
@@ -392,6 +429,10 @@ type Conn struct {
 	// cut breaks off every read and write under way on nc: what an abort
 	// runs. Made once, so that arming it costs nothing per request.
 	cut func()
+	// deadline is set when a deadline may be set on nc. Most requests set
+	// none, and clearing one that is not there still costs a trip through
+	// the runtime's poller, twice per request.
+	deadline atomic.Bool
 
 	// id is the request id of the request under way, prev that of the one
 	// before it on this connection; late is set once a record of an
@@ -409,9 +450,13 @@ type Conn struct {
 
 func newConn(nc net.Conn) *Conn {
 	c := &Conn{nc: nc, bw: bufio.NewWriterSize(nc, 16<<10)}
+	c.deadline.Store(true) // the dialer's is not ours to know
 	c.W = NewWriter(c.bw)
 	c.R = NewReader(nc)
-	c.cut = func() { nc.SetDeadline(aLongTimeAgo) }
+	c.cut = func() {
+		c.deadline.Store(true)
+		nc.SetDeadline(aLongTimeAgo)
+	}
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.rc, _ = sc.SyscallConn()
 		c.peek = c.peekFD
@@ -450,7 +495,28 @@ func (c *Conn) Late(id uint16) bool {
 func (c *Conn) OutOfStep() bool { return c.late }
 
 // NetConn returns the underlying connection, for deadlines.
-func (c *Conn) NetConn() net.Conn { return c.nc }
+func (c *Conn) NetConn() net.Conn {
+	c.deadline.Store(true) // the caller may set one
+	return c.nc
+}
+
+// setDeadline sets nc's deadline; a zero t clears it.
+func (c *Conn) setDeadline(t time.Time) {
+	if t.IsZero() {
+		c.clearDeadline()
+		return
+	}
+	c.deadline.Store(true)
+	c.nc.SetDeadline(t)
+}
+
+// clearDeadline clears nc's deadline if one may be set.
+func (c *Conn) clearDeadline() {
+	if c.deadline.Load() {
+		c.nc.SetDeadline(time.Time{})
+		c.deadline.Store(false)
+	}
+}
 
 // alive reports whether an idle connection can carry a request: php-fpm
 // closes a kept connection when its worker is recycled, and nothing but a

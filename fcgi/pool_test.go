@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -592,4 +593,101 @@ func TestConnRequestIDs(t *testing.T) {
 	assert.Equal(t, uint64(1), st.OutOfStep)
 	assert.Zero(t, st.Idle, "kept a connection out of step")
 	assert.Zero(t, st.Open)
+}
+
+// A request that waits for a busy pool's connection allocates nothing: with
+// more web server connections than MaxConns, waiting is routine, and a
+// channel and a timer per wait were a measurable part of a queued
+// request's cost.
+func TestPoolWaitAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("under the race detector, sync.Pool drops what it is given at random")
+	}
+	testsupport.CheckGoroutines(t)
+	u := startUpstream(t, "tcp")
+	p := &Pool{Address: u.address(), MaxConns: 1}
+	defer p.Close()
+	c, _ := mustGet(t, p)
+	start := make(chan struct{})
+	got := make(chan *Conn)
+	failed := make(chan error, 1)
+	go func() {
+		defer close(got)
+		for range start {
+			c, _, err := p.Get(context.Background())
+			if err != nil {
+				failed <- err
+				return
+			}
+			got <- c
+		}
+	}()
+	cycle := func() {
+		start <- struct{}{}
+		for p.numWaiters() == 0 {
+			runtime.Gosched()
+		}
+		p.Put(c)
+		c = <-got
+	}
+	cycle() // the first waiter is made
+	allocs := testing.AllocsPerRun(100, cycle)
+	close(start)
+	<-got
+	select {
+	case err := <-failed:
+		t.Fatal(err)
+	default:
+	}
+	require.NotNil(t, c)
+	assert.Zero(t, allocs, "allocations per wait")
+	p.Put(c)
+}
+
+// nopAborter is an Aborter that never fires.
+type nopAborter struct{}
+
+func (nopAborter) OnAbort(func()) {}
+
+// Round trips on a kept connection set no deadline on it when nothing
+// asked for one (a request with an Aborter, as the proxy sends them):
+// clearing a deadline that is not there still goes through the runtime's
+// poller, and RoundTrip and Put each did it on every request. After an
+// abort's cut, the next request starts with no deadline.
+func TestPoolNoDeadlinePerRequest(t *testing.T) {
+	testsupport.CheckGoroutines(t)
+	u := startUpstream(t, "tcp")
+	var calls atomic.Int64
+	p := &Pool{Address: u.address(), MaxConns: 1, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &countedConn{Conn: nc, calls: &calls}, nil
+	}}
+	defer p.Close()
+	run := func() {
+		t.Helper()
+		c, _ := mustGet(t, p)
+		var out Collector
+		call := Call{KeepConn: true, Params: []Pair{{"SCRIPT_FILENAME", "/index.php"}}, Abort: nopAborter{}, Logger: quiet}
+		_, err := c.RoundTrip(context.Background(), &call, &out)
+		require.NoError(t, err)
+		assert.Equal(t, "conn 1", string(out.Stdout))
+		p.Put(c)
+	}
+	run() // the dialed connection's deadline is cleared once
+	calls.Store(0)
+	for range 100 {
+		run()
+	}
+	assert.Zero(t, calls.Load(), "deadlines set over 100 round trips")
+
+	// An abort's cut leaves a deadline in the past: Put clears it, so the
+	// connection passes the liveness check and serves again ("conn 1").
+	c, _ := mustGet(t, p)
+	c.cut()
+	p.Put(c)
+	run()
 }

@@ -140,6 +140,33 @@ func (r *Reader) wait() error {
 	return err
 }
 
+// headBuffered reports whether the buffer holds a whole request head: a
+// BEGIN_REQUEST and, after it, the empty PARAMS record that ends its params,
+// every record between them whole. Reading such a head needs no read from
+// the stream. It looks at records in place and consumes nothing.
+func (r *Reader) headBuffered() bool {
+	b, _ := r.r.Peek(r.r.Buffered())
+	b = b[min(r.discard, len(b)):]
+	var h Header
+	var id uint16
+	for first := true; len(b) >= HeaderLen; first = false {
+		h.decode(b)
+		n := HeaderLen + int(h.ContentLength) + int(h.PaddingLength)
+		switch {
+		case h.Version != Version1 || len(b) < n:
+			return false
+		case first && h.Type != TypeBeginRequest:
+			return false
+		case first:
+			id = h.ID
+		case h.Type == TypeParams && h.ID == id && h.ContentLength == 0:
+			return true
+		}
+		b = b[n:]
+	}
+	return false
+}
+
 // peekHeader waits for the next record's header without consuming it.
 func (r *Reader) peekHeader() (Header, error) {
 	var h Header

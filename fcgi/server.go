@@ -71,8 +71,10 @@ type Server struct {
 	// read, before the connection is watched for an ABORT_REQUEST or a
 	// hang-up, which cancel the request's context. Watching costs a
 	// goroutine, a read and a wake-up; most requests end sooner and never
-	// pay for it. An abort is seen at most this late. If zero, 5ms. If
-	// negative, watching starts as soon as the body has been read.
+	// pay for it. The watch starts between half this delay and all of it
+	// (one ticker for the server, not a timer per request), so an abort is
+	// seen at most this late. If zero, 5ms. If negative, watching starts as
+	// soon as the body has been read.
 	AbortWatchDelay time.Duration
 	// Logger receives one line per failure. If nil, slog.Default().
 	Logger *slog.Logger
@@ -83,6 +85,7 @@ type Server struct {
 	closing   atomic.Bool
 	sem       chan struct{}
 	semOnce   sync.Once
+	sweeping  atomic.Bool // sweepWatches runs
 }
 
 func (s *Server) maxParamsBytes() int {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package fcgi
+
+const raceEnabled = false
