@@ -229,8 +229,14 @@ func printPools(w io.Writer, raw json.RawMessage) {
 	if len(pools) == 1 && !pools[0].Down {
 		return // the line above says it all
 	}
+	poolTable(w, "          ", pools)
+}
+
+// poolTable prints pools as a table, each line after indent: the screen of
+// incpathd status and of incpathd upstream status.
+func poolTable(w io.Writer, indent string, pools []upstream.PoolStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "          POOL\tADDRESS\tACTIVE\tIN FLIGHT\tREQUESTS\tCONNECTIONS\tSTATE\t")
+	fmt.Fprintln(tw, indent+"POOL\tADDRESS\tACTIVE\tIN FLIGHT\tREQUESTS\tCONNECTIONS\tSTATE\t")
 	for _, p := range pools {
 		active, state := "", "up"
 		if p.Active {
@@ -239,7 +245,7 @@ func printPools(w io.Writer, raw json.RawMessage) {
 		if p.Down {
 			state = fmt.Sprintf("DOWN, %d requests held", p.Holding)
 		}
-		fmt.Fprintf(tw, "          %s\t%s\t%s\t%d\t%d\t%d (%d idle)\t%s\t\n", p.Name, p.Address, active, p.InFlight, p.Requests, p.Open, p.Idle, state)
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%d\t%d\t%d (%d idle)\t%s\t\n", indent, p.Name, p.Address, active, p.InFlight, p.Requests, p.Open, p.Idle, state)
 	}
 	tw.Flush()
 }

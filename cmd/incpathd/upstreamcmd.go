@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -83,19 +82,7 @@ func upstreamStatus(ctx context.Context, c *control.Client, asJSON bool, stdout,
 		fmt.Fprintf(stdout, "%s\n", b)
 		return 0
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tADDRESS\tACTIVE\tIN FLIGHT\tREQUESTS\tCONNS\tSTATE")
-	for _, p := range u.Pools {
-		active, state := "", "up"
-		if p.Active {
-			active = "*"
-		}
-		if p.Down {
-			state = fmt.Sprintf("down, %d held", p.Holding)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d (%d idle)\t%s\n", p.Name, p.Address, active, p.InFlight, p.Requests, p.Open, p.Idle, state)
-	}
-	tw.Flush()
+	poolTable(stdout, "", u.Pools)
 	return 0
 }
 
