@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/incpathd/incpathd/control"
 )
 
@@ -21,41 +19,32 @@ import (
 // itself, or --realpath-every 0) to show up.
 const drainSettle = 2
 
+const drainUsage = `Usage: incpathd drain RELEASE [flags]
+
+Waits until no request in flight uses RELEASE (a release directory, or any path
+at or below it) and no docroot incpathd resolves leads to it, then exits 0.
+Exits 1 if that does not happen within --timeout, naming what still uses it.
+
+`
+
 // drain is `incpathd drain RELEASE`: it polls the daemon's control endpoint
 // until no request in flight uses RELEASE and no docroot leads to it, and
 // exits 0; on timeout it exits 1 and says what still uses it.
 func drain(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := newFlags("incpathd drain", stderr)
+	cmd := newClientCmd("incpathd drain", drainUsage, stderr)
+	fs, addr := cmd.fs, cmd.addr
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
-	addr := fs.String("control", "", "the daemon's control endpoint (its --control); default $"+envName("control"))
 	interval := fs.Duration("interval", 100*time.Millisecond, "time between polls")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: incpathd drain RELEASE [flags]\n\n"+
-			"Waits until no request in flight uses RELEASE (a release directory, or any path\n"+
-			"at or below it) and no docroot incpathd resolves leads to it, then exits 0.\n"+
-			"Exits 1 if that does not happen within --timeout, naming what still uses it.\n\n")
-		fs.PrintDefaults()
+	if code, ok := cmd.parse(args, getenv); !ok {
+		return code
 	}
-	// Only --control from the environment: --timeout and --interval are
-	// this command's own, not the daemon's.
-	if _, err := parseFlags(fs, args, getenv, "control"); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "incpathd drain: %v\n", err)
-		return 2
-	}
-	if fs.NArg() != 1 || fs.Arg(0) == "" {
-		fmt.Fprintln(stderr, "incpathd drain: name one release, e.g. incpathd drain /srv/site/releases/A")
-		return 2
-	}
-	if *addr == "" {
-		fmt.Fprintf(stderr, "incpathd drain: no control endpoint: give --control (the daemon's --control) or set %s\n", envName("control"))
-		return 2
-	}
-	if *interval <= 0 || *timeout <= 0 {
-		fmt.Fprintln(stderr, "incpathd drain: --timeout and --interval must be positive")
-		return 2
+	switch {
+	case fs.NArg() != 1 || fs.Arg(0) == "":
+		return cmd.usage("name one release, e.g. incpathd drain /srv/site/releases/A")
+	case *addr == "":
+		return cmd.usage(noControl)
+	case *interval <= 0 || *timeout <= 0:
+		return cmd.usage("--timeout and --interval must be positive")
 	}
 	forms, err := releaseForms(fs.Arg(0))
 	if err != nil {

@@ -3,14 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
-
-	"github.com/spf13/pflag"
 
 	"github.com/incpathd/incpathd/control"
 	"github.com/incpathd/incpathd/opcache"
@@ -29,29 +26,17 @@ memory and hash slots, and php-fpm's side. --json prints the same as JSON
 
 // statusCmd is `incpathd status`.
 func statusCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := newFlags("incpathd status", stderr)
-	addr := fs.String("control", "", "the daemon's control endpoint (its --control); default $"+envName("control"))
+	cmd := newClientCmd("incpathd status", statusUsage, stderr)
+	fs, addr := cmd.fs, cmd.addr
 	asJSON := fs.Bool("json", false, "print GET /status as JSON")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, statusUsage)
-		fs.PrintDefaults()
+	if code, ok := cmd.parse(args, getenv); !ok {
+		return code
 	}
-	// Only --control from the environment: the others are this
-	// command's own.
-	if _, err := parseFlags(fs, args, getenv, "control"); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "incpathd status: %v\n", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "incpathd status: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if *addr == "" {
-		fmt.Fprintf(stderr, "incpathd status: no control endpoint: give --control (the daemon's --control) or set %s\n", envName("control"))
-		return 2
+	switch {
+	case fs.NArg() > 0:
+		return cmd.usage(fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	case *addr == "":
+		return cmd.usage(noControl)
 	}
 	c := &control.Client{Addr: *addr}
 	defer c.Close()

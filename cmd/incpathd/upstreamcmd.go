@@ -3,54 +3,41 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"time"
 
-	"github.com/spf13/pflag"
-
 	"github.com/incpathd/incpathd/control"
 )
+
+const upstreamUsage = `Usage: incpathd upstream use NAME [--wait [--timeout D]] [--force] [flags]
+       incpathd upstream status [--json] [flags]
+
+use sends new requests to the pool NAME (the daemon's --upstream NAME=ADDRESS);
+requests in flight finish where they are. With --wait it returns once none is
+left on the other pools. A pool that does not answer is refused unless --force.
+
+`
 
 // upstreamCmd is `incpathd upstream use NAME | status`, over the daemon's
 // control endpoint.
 func upstreamCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("incpathd upstream", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SortFlags = false
-	addr := fs.String("control", "", "the daemon's control endpoint (its --control); default $"+envName("control"))
+	cmd := newClientCmd("incpathd upstream", upstreamUsage, stderr)
+	fs, addr := cmd.fs, cmd.addr
 	wait := fs.Bool("wait", false, "use: return once no request is in flight on the other pools, so they can be stopped")
 	timeout := fs.Duration("timeout", 5*time.Minute, "use --wait: give up after this long (exit 1)")
 	force := fs.Bool("force", false, "use: switch even if the pool does not answer")
 	asJSON := fs.Bool("json", false, "status: print the JSON the daemon answers")
 	interval := fs.Duration("interval", 50*time.Millisecond, "use --wait: time between polls")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: incpathd upstream use NAME [--wait [--timeout D]] [--force] [flags]\n"+
-			"       incpathd upstream status [--json] [flags]\n\n"+
-			"use sends new requests to the pool NAME (the daemon's --upstream NAME=ADDRESS);\n"+
-			"requests in flight finish where they are. With --wait it returns once none is\n"+
-			"left on the other pools. A pool that does not answer is refused unless --force.\n\n")
-		fs.PrintDefaults()
+	if code, ok := cmd.parse(args, getenv); !ok {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if *addr == "" {
-		*addr = getenv(envName("control"))
-	}
-	usage := func(msg string) int {
-		fmt.Fprintf(stderr, "incpathd upstream: %s\n", msg)
-		return 2
-	}
+	usage := cmd.usage
 	switch {
 	case fs.NArg() == 0:
 		return usage("give use NAME or status")
 	case *addr == "":
-		return usage("no control endpoint: give --control (the daemon's --control) or set " + envName("control"))
+		return usage(noControl)
 	case *timeout <= 0 || *interval <= 0:
 		return usage("--timeout and --interval must be positive")
 	}

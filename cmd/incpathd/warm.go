@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/spf13/pflag"
 
 	"github.com/incpathd/incpathd/control"
 	"github.com/incpathd/incpathd/opcache"
@@ -33,32 +30,19 @@ warm failed (php-fpm without opcache, a helper script php-fpm cannot read),
 
 // warmCmd is `incpathd warm RELEASE`.
 func warmCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	fs := newFlags("incpathd warm", stderr)
-	addr := fs.String("control", "", "the daemon's control endpoint (its --control); default $"+envName("control"))
+	cmd := newClientCmd("incpathd warm", warmUsage, stderr)
+	fs, addr := cmd.fs, cmd.addr
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, warmUsage)
-		fs.PrintDefaults()
-	}
-	// Only --control from the environment: the others are this
-	// command's own.
-	if _, err := parseFlags(fs, args, getenv, "control"); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		fmt.Fprintf(stderr, "incpathd warm: %v\n", err)
-		return 2
+	if code, ok := cmd.parse(args, getenv); !ok {
+		return code
 	}
 	switch {
 	case fs.NArg() != 1 || fs.Arg(0) == "":
-		fmt.Fprintln(stderr, "incpathd warm: name one release directory, e.g. incpathd warm /srv/site/releases/B")
-		return 2
+		return cmd.usage("name one release directory, e.g. incpathd warm /srv/site/releases/B")
 	case *addr == "":
-		fmt.Fprintf(stderr, "incpathd warm: no control endpoint: give --control (the daemon's --control) or set %s\n", envName("control"))
-		return 2
+		return cmd.usage(noControl)
 	case *timeout <= 0:
-		fmt.Fprintln(stderr, "incpathd warm: --timeout must be positive")
-		return 2
+		return cmd.usage("--timeout must be positive")
 	}
 	ok, err := warmRelease(ctx, *addr, fs.Arg(0), *timeout, stdout)
 	if err != nil {
