@@ -302,16 +302,11 @@ type bodyCopy struct {
 // contentLength returns the CONTENT_LENGTH param (the last one, as php-fpm
 // takes it), -1 if there is none or it is not a length.
 func contentLength(params []Pair) int64 {
-	for i := len(params) - 1; i >= 0; i-- {
-		if params[i].Name == "CONTENT_LENGTH" {
-			n, err := strconv.ParseInt(params[i].Value, 10, 64)
-			if err != nil || n < 0 {
-				return -1
-			}
-			return n
-		}
+	n, err := strconv.ParseInt(Param(params, "CONTENT_LENGTH"), 10, 64)
+	if err != nil || n < 0 {
+		return -1
 	}
-	return -1
+	return n
 }
 
 // delivered reports whether the application has, or is being sent, the

@@ -21,6 +21,17 @@ var (
 	ErrParamTooLarge = errors.New("fcgi: name-value pair larger than one record")
 )
 
+// Param returns the value of the last pair called name, "" if there is
+// none: php-fpm's rule for duplicates, where the last one wins whole.
+func Param(params []Pair, name string) string {
+	for i := len(params) - 1; i >= 0; i-- {
+		if params[i].Name == name {
+			return params[i].Value
+		}
+	}
+	return ""
+}
+
 // DecodeParams decodes a whole PARAMS stream and appends its pairs to dst.
 // The names and values share one string made from b, so decoding a request
 // costs one allocation however many pairs it has.

@@ -272,8 +272,8 @@ func (m *Mode) ServeFCGI(w *fcgi.ResponseWriter, r *fcgi.Request) {
 	w.End(0, fcgi.StatusRequestComplete)
 	if log := m.logger(); log.Enabled(context.Background(), slog.LevelDebug) {
 		log.LogAttrs(context.Background(), slog.LevelDebug, "request",
-			slog.String("method", param(r.Params, "REQUEST_METHOD")),
-			slog.String("uri", param(r.Params, "REQUEST_URI")),
+			slog.String("method", fcgi.Param(r.Params, "REQUEST_METHOD")),
+			slog.String("uri", fcgi.Param(r.Params, "REQUEST_URI")),
 			slog.Int("status", 503),
 			slog.Bool("maintenance", true))
 	}
@@ -284,7 +284,7 @@ func (m *Mode) allowed(params []fcgi.Pair) bool {
 	if len(m.Allow) == 0 {
 		return false
 	}
-	a, err := netip.ParseAddr(param(params, "REMOTE_ADDR"))
+	a, err := netip.ParseAddr(fcgi.Param(params, "REMOTE_ADDR"))
 	if err != nil {
 		return false
 	}
@@ -312,16 +312,6 @@ func drain(r *fcgi.Request) {
 			return
 		}
 	}
-}
-
-// param returns the last value of a param, php-fpm's rule for duplicates.
-func param(params []fcgi.Pair, name string) string {
-	for i := len(params) - 1; i >= 0; i-- {
-		if params[i].Name == name {
-			return params[i].Value
-		}
-	}
-	return ""
 }
 
 // ParseAllow parses --maintenance-allow values: networks in CIDR notation,

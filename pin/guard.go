@@ -68,7 +68,7 @@ func (p *Pinner) checkAllowed(docroot string, params []fcgi.Pair) error {
 // allowed say yes to it, or the request is refused with ErrOutsideRoot.
 func confineScripts(params []fcgi.Pair, allowed func(path string) (bool, error)) error {
 	for _, name := range scriptParams {
-		v := param(params, name)
+		v := fcgi.Param(params, name)
 		if v == "" {
 			continue
 		}
@@ -129,7 +129,7 @@ func (p *Pinner) confine(in []fcgi.Pair) error {
 	if len(r.AllowRoots) == 0 {
 		return nil
 	}
-	docroot := strings.TrimRight(param(in, "DOCUMENT_ROOT"), "/")
+	docroot := strings.TrimRight(fcgi.Param(in, "DOCUMENT_ROOT"), "/")
 	resolved := ""
 	return confineScripts(in, func(path string) (bool, error) {
 		if r.Allowed(path) {

@@ -138,7 +138,7 @@ func (p *Pinner) pin(dst []fcgi.Pair, buf *[]byte, in []fcgi.Pair) (out Pinned, 
 		out.Params, err = p.passthrough(dst, in)
 		return out, "", err
 	}
-	from := param(in, "DOCUMENT_ROOT")
+	from := fcgi.Param(in, "DOCUMENT_ROOT")
 	if from == "" {
 		return out, "", ErrNoDocroot
 	}
@@ -164,15 +164,4 @@ func (p *Pinner) pin(dst []fcgi.Pair, buf *[]byte, in []fcgi.Pair) (out Pinned, 
 	}
 	out.Params, out.Release = params, to
 	return out, docroot, nil
-}
-
-// param returns the last value of the param called name: php-fpm's rule
-// for duplicates.
-func param(params []fcgi.Pair, name string) string {
-	for i := len(params) - 1; i >= 0; i-- {
-		if params[i].Name == name {
-			return params[i].Value
-		}
-	}
-	return ""
 }

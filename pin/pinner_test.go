@@ -48,7 +48,7 @@ func TestPinCounts(t *testing.T) {
 	assert.Equal(t, a, out.Release)
 	assert.Equal(t, "nginx", out.FrontEnd)
 	assert.Equal(t, a, out.counter.Release())
-	assert.Equal(t, a, param(out.Params, "DOCUMENT_ROOT"))
+	assert.Equal(t, a, fcgi.Param(out.Params, "DOCUMENT_ROOT"))
 	assert.Equal(t, []inflight.Release{{Path: a, InFlight: 1}}, p.Releases.Snapshot())
 	out.Done()
 	assert.Empty(t, p.Releases.Snapshot())
@@ -58,7 +58,7 @@ func TestPinCounts(t *testing.T) {
 	out = mustPin(t, p, nginxParams(current))
 	assert.Empty(t, out.Release)
 	assert.Nil(t, out.counter)
-	assert.Equal(t, current, param(out.Params, "DOCUMENT_ROOT"), "passed through as sent")
+	assert.Equal(t, current, fcgi.Param(out.Params, "DOCUMENT_ROOT"), "passed through as sent")
 
 	// Trusted docroots are counted as sent.
 	p.Policy = Policy{DocrootList: []string{"nginx"}}
@@ -109,8 +109,8 @@ func TestPinRepinsAfterForget(t *testing.T) {
 	require.Equal(t, 2, calls)
 	assert.Equal(t, b, out.Release)
 	assert.Equal(t, b, out.counter.Release())
-	assert.Equal(t, b, param(out.Params, "DOCUMENT_ROOT"))
-	assert.Equal(t, b+"/index.php", param(out.Params, "SCRIPT_FILENAME"))
+	assert.Equal(t, b, fcgi.Param(out.Params, "DOCUMENT_ROOT"))
+	assert.Equal(t, b+"/index.php", fcgi.Param(out.Params, "SCRIPT_FILENAME"))
 	assert.Len(t, out.Params, len(nginxParams(current)), "the first pin's params are gone")
 	assert.Zero(t, p.Releases.InFlight(a), "the count on A was given back")
 	assert.Equal(t, []inflight.Release{{Path: b, InFlight: 1}}, p.Releases.Snapshot())

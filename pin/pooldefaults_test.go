@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
+	"github.com/incpathd/incpathd/fcgi"
 	"github.com/incpathd/incpathd/rewrite"
 )
 
@@ -34,7 +35,7 @@ func TestPoolDefaults(t *testing.T) {
 		},
 	}
 	pin := func() string {
-		return param(mustPin(t, p, nginxParams(current)).Params, "PHP_VALUE")
+		return fcgi.Param(mustPin(t, p, nginxParams(current)).Params, "PHP_VALUE")
 	}
 	inc := `include_path=".:` + a + `/include"`
 	assert.Equal(t, inc+"\n"+`auto_append_file=""`+"\nmemory_limit=256M", pin(), "not learned yet")
@@ -81,7 +82,7 @@ func TestPoolDefaultsUnpinsAnEarlierPin(t *testing.T) {
 	}
 	out := mustPin(t, p, nginxParams(current)).Params
 	assert.Equal(t, []rewrite.Setting{{Key: "open_basedir", Value: current + "/lib:/tmp:" + current}}, p.learn.cfg.Load().Defaults)
-	assert.Contains(t, param(out, "PHP_VALUE"), `open_basedir="`+a+`/lib:/tmp:`+a+`"`)
+	assert.Contains(t, fcgi.Param(out, "PHP_VALUE"), `open_basedir="`+a+`/lib:/tmp:`+a+`"`)
 }
 
 func TestUnpinValue(t *testing.T) {

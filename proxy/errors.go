@@ -62,8 +62,8 @@ func (p *Proxy) fail(w *fcgi.ResponseWriter, r *fcgi.Request, pool *fcgi.Pool, e
 	log := p.logger()
 	attrs := []any{
 		"status", status,
-		"script", param(r.Params, "SCRIPT_FILENAME"),
-		"docroot", param(r.Params, "DOCUMENT_ROOT"),
+		"script", fcgi.Param(r.Params, "SCRIPT_FILENAME"),
+		"docroot", fcgi.Param(r.Params, "DOCUMENT_ROOT"),
 		"upstream", pool.Address,
 		"err", err,
 	}

@@ -83,8 +83,8 @@ func (p *Proxy) finish(r *fcgi.Request, x *exchange, err error) {
 	log := p.logger()
 	if log.Enabled(context.Background(), slog.LevelDebug) {
 		log.LogAttrs(context.Background(), slog.LevelDebug, "request",
-			slog.String("method", param(r.Params, "REQUEST_METHOD")),
-			slog.String("uri", param(r.Params, "REQUEST_URI")),
+			slog.String("method", fcgi.Param(r.Params, "REQUEST_METHOD")),
+			slog.String("uri", fcgi.Param(r.Params, "REQUEST_URI")),
 			slog.Int("status", d.Status),
 			slog.Duration("duration", d.Duration),
 			slog.String("release", d.Release),

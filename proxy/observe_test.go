@@ -50,7 +50,7 @@ func (r *recorder) next(t *testing.T) Done {
 func TestObserverSeesEveryRequest(t *testing.T) {
 	current, release, _ := site(t)
 	app := fcgitest.StartApp(t, func(params []fcgi.Pair) []byte {
-		if param(params, "QUERY_STRING") == "missing" {
+		if fcgi.Param(params, "QUERY_STRING") == "missing" {
 			return []byte("X-Powered-By: PHP\r\nStatus: 404 Not Found\r\nContent-type: text/html\r\n\r\nno such page")
 		}
 		return []byte("Content-type: text/html\r\n\r\nhello")
@@ -76,7 +76,7 @@ func TestObserverSeesEveryRequest(t *testing.T) {
 	assert.Equal(t, release, d.Release, "the release the request was pinned to")
 	assert.NoError(t, d.Err)
 	assert.Positive(t, d.Duration)
-	assert.Equal(t, "/index.php?x=1", param(d.Params, "REQUEST_URI"), "the params as the web server sent them")
+	assert.Equal(t, "/index.php?x=1", fcgi.Param(d.Params, "REQUEST_URI"), "the params as the web server sent them")
 
 	params := nginxLike(current)
 	params[0].Value = "missing"

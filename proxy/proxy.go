@@ -118,17 +118,6 @@ func (p *Proxy) count(pinned *pin.Pinned) {
 	}
 }
 
-// param returns the last value of the param called name: php-fpm's rule
-// for duplicates.
-func param(params []fcgi.Pair, name string) string {
-	for i := len(params) - 1; i >= 0; i-- {
-		if params[i].Name == name {
-			return params[i].Value
-		}
-	}
-	return ""
-}
-
 // forward sends the request upstream and streams the answer back. A
 // request that fails before the first response byte may be replayed on a
 // fresh connection (see replay). A request that may be replayed so skips
@@ -136,7 +125,7 @@ func param(params []fcgi.Pair, name string) string {
 // not has it checked.
 func (p *Proxy) forward(w *fcgi.ResponseWriter, r *fcgi.Request, pool *fcgi.Pool, params []fcgi.Pair, x *exchange) error {
 	bodyDone := r.Body.Done() // before the body streams
-	canReplay := replayable(bodyDone, param(r.Params, "REQUEST_METHOD"))
+	canReplay := replayable(bodyDone, fcgi.Param(r.Params, "REQUEST_METHOD"))
 	ctx := requestContext{r}
 	for attempt := 0; ; attempt++ {
 		var uc *fcgi.Conn

@@ -72,7 +72,7 @@ func nginxParams(docroot string) []fcgi.Pair {
 	}
 }
 
-func get(params []fcgi.Pair, name string) string { return param(params, name) }
+func get(params []fcgi.Pair, name string) string { return fcgi.Param(params, name) }
 
 func ok(w *fcgi.ResponseWriter, r *fcgi.Request) {
 	io.Copy(io.Discard, &r.Body)

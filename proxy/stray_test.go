@@ -58,7 +58,7 @@ func writeAnswer(w *fcgi.Writer, id uint16, body string) {
 // QUERY_STRING.
 func readQuery(r *fcgi.Reader) (id uint16, query string, err error) {
 	id, params, err := fcgitest.ReadRequest(r)
-	return id, param(params, "QUERY_STRING"), err
+	return id, fcgi.Param(params, "QUERY_STRING"), err
 }
 
 // Issue 10, item 9: an application that writes a record after END_REQUEST
