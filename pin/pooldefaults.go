@@ -31,7 +31,7 @@ const poolRetry = 5 * time.Second
 type poolDefaults struct {
 	cfg     atomic.Pointer[rewrite.Config] // once learned
 	mu      sync.Mutex                     // one attempt at a time
-	failed  time.Time                      // of the last failed attempt
+	failed  atomic.Int64                   // UnixNano of the last failed attempt; 0: none
 	missing []string                       // keys to learn; nil: nothing to learn
 }
 
@@ -60,7 +60,7 @@ func (p *Pinner) rewriteConfig(from, to string) *rewrite.Config {
 	if c := p.learn.cfg.Load(); c != nil {
 		return c
 	}
-	if len(p.learn.missing) == 0 {
+	if len(p.learn.missing) == 0 || p.learn.retryLater() {
 		return &p.Rewrite
 	}
 	return p.learnPool(from, to)
@@ -73,12 +73,12 @@ func (p *Pinner) learnPool(from, to string) *rewrite.Config {
 	if c := l.cfg.Load(); c != nil {
 		return c
 	}
-	if !l.failed.IsZero() && time.Since(l.failed) < poolRetry {
+	if l.retryLater() {
 		return &p.Rewrite
 	}
 	values, err := p.PoolINI(context.Background(), l.missing)
 	if err != nil {
-		l.failed = time.Now()
+		l.failed.Store(time.Now().UnixNano())
 		p.logger().Error("cannot learn the php-fpm pool's ini values; requests that do not set them are pinned without them, and a value an earlier request set stays in the worker; set --pin-default for each key, or let php-fpm read --pool-probe-dir",
 			"keys", l.missing, "err", err)
 		return &p.Rewrite
@@ -99,6 +99,14 @@ func (p *Pinner) learnPool(from, to string) *rewrite.Config {
 	p.logger().Info("learned the php-fpm pool's ini values", "defaults", c.Defaults)
 	l.cfg.Store(&c)
 	return &c
+}
+
+// retryLater reports whether an attempt failed less than poolRetry ago:
+// the requests until then are pinned without the pool's values, and check
+// so without taking the lock.
+func (l *poolDefaults) retryLater() bool {
+	f := l.failed.Load()
+	return f != 0 && time.Since(time.Unix(0, f)) < poolRetry
 }
 
 // unpinValue undoes an earlier pin in a value learned from a worker. The

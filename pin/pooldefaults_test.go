@@ -44,7 +44,7 @@ func TestPoolDefaults(t *testing.T) {
 	pin()
 	assert.Len(t, asked, 1, "no new attempt within poolRetry")
 
-	p.learn.failed = time.Now().Add(-poolRetry)
+	p.learn.failed.Store(time.Now().Add(-poolRetry).UnixNano())
 	want := inc + "\n" + `open_basedir="` + a + `:/tmp"` + "\n" + `auto_prepend_file=""` + "\n" + `auto_append_file=""` + "\nmemory_limit=256M"
 	assert.Equal(t, want, pin(), "learned: the pool's values, pinned")
 	assert.Equal(t, want, pin())
