@@ -10,6 +10,7 @@
 #   bench/e2e.sh                                   # 5 rounds of 10 s, at 8 then 32 connections
 #   ROUNDS=3 SECONDS_EACH=5 CONNS="1 8 64 512" bench/e2e.sh
 #   PATHS="haproxy incpathd" INCPATHD_PROCS=2 SOCKETS=unix PIN=1 bench/e2e.sh
+#   PATHS="haproxy incpathd before" BEFORE=bin/incpathd-main bench/e2e.sh
 #
 # haproxy and nginx stream are TCP relays that parse nothing: the floor of
 # what a process in the middle costs. For each number of connections in
@@ -43,7 +44,9 @@
 # in its environment; INCPATHD_PROCS sets GOMAXPROCS, INCPATHD_GODEBUG
 # GODEBUG, INCPATHD_FLAGS adds flags, INCPATHD=path runs that binary
 # instead of building one. PATHS picks the paths (direct, if in it, gives
-# the ratios). FastCGI goes over loopback TCP, or unix sockets with
+# the ratios). The path "before" is incpathd too, run from the binary
+# BEFORE with the same flags and environment: a change measured against
+# the build it replaces in the same rounds. FastCGI goes over loopback TCP, or unix sockets with
 # SOCKETS=unix. PERF_DATA=FILE records incpathd with perf record -g (into
 # FILE.cN for each N in CONNS).
 #
@@ -63,7 +66,7 @@ sockets=${SOCKETS:-tcp}
 
 has_path() { [[ " ${paths[*]} " == *" $1 "* ]]; }
 for p in "${paths[@]}"; do
-  case $p in direct | haproxy | stream | incpathd) ;; *) refuse "PATHS: unknown path $p (direct, haproxy, stream, incpathd)" ;; esac
+  case $p in direct | haproxy | stream | incpathd | before) ;; *) refuse "PATHS: unknown path $p (direct, haproxy, stream, incpathd, before)" ;; esac
 done
 for c in $conns_list; do
   [[ $c =~ ^[1-9][0-9]*$ ]] || refuse "CONNS: $c is not a positive number"
@@ -75,6 +78,9 @@ need curl curl
 fpm_bin=$(compgen -G '/usr/sbin/php-fpm*' | sort | tail -n 1 || true)
 [ -n "$fpm_bin" ] || refuse "php-fpm is missing: apt-get install php-fpm"
 if has_path haproxy; then need haproxy haproxy; fi
+if has_path before; then
+  [ -x "${BEFORE:-}" ] || refuse "PATHS has before: BEFORE must name an incpathd binary"
+fi
 stream_module=""
 if has_path stream; then
   modules=$(nginx -V 2>&1 | tr ' ' '\n' | sed -n 's/^--modules-path=//p')
@@ -184,14 +190,17 @@ CONF
     relay[stream]=$last_pid
     wait_fcgi "${next[stream]}"
   fi
-  if has_path incpathd; then
-    next[incpathd]=$(fcgi_addr incpathd) keep[incpathd]=$conns
-    start "$dir/incpathd.log" "${srv_cpus[@]}" "${inc_env[@]}" "$incpathd" --listen "${next[incpathd]}" \
-      --upstream "${fpm_addr[incpathd]}" --max-conns "$workers" \
+  for p in incpathd before; do
+    has_path $p || continue
+    local bin=$incpathd
+    [ $p = incpathd ] || bin=$BEFORE
+    next[$p]=$(fcgi_addr $p) keep[$p]=$conns
+    start "$dir/$p.log" "${srv_cpus[@]}" "${inc_env[@]}" "$bin" --listen "${next[$p]}" \
+      --upstream "${fpm_addr[$p]}" --max-conns "$workers" \
       --include-path ".:$site/current/include:/usr/share/php" "${inc_flags[@]}"
-    relay[incpathd]=$last_pid
-    wait_fcgi "${next[incpathd]}"
-  fi
+    relay[$p]=$last_pid
+    wait_fcgi "${next[$p]}"
+  done
 
   {
     cat <<CONF
@@ -210,7 +219,7 @@ CONF
       # incpathd resolves the symlinked docroot itself; the others need
       # nginx's $realpath_root.
       root='$realpath_root' docroot="fastcgi_param DOCUMENT_ROOT \$realpath_root;"
-      [ "$p" != incpathd ] || root='$document_root' docroot=""
+      [ "$p" != incpathd ] && [ "$p" != before ] || root='$document_root' docroot=""
       cat <<CONF
   upstream $p { server ${next[$p]}; keepalive ${keep[$p]}; }
   server {
@@ -316,7 +325,7 @@ measure() {
       "$p50" "${med_p99[$p]}" "${med_cpu[$p]}" "$errs" >>"$tmp/summary"
   done
   if has_path incpathd; then
-    for p in haproxy stream; do
+    for p in haproxy stream before; do
       has_path "$p" || continue
       printf '  incpathd/%s: CPU per request %s, throughput %s, p99 %s' "$p" \
         "$(div "${med_cpu[incpathd]}" "${med_cpu[$p]}")" "$(div "${med_rate[incpathd]}" "${med_rate[$p]}")" \

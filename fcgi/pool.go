@@ -449,10 +449,11 @@ type Conn struct {
 }
 
 func newConn(nc net.Conn) *Conn {
-	c := &Conn{nc: nc, bw: bufio.NewWriterSize(nc, 16<<10)}
+	rw := newRawIO(nc)
+	c := &Conn{nc: nc, bw: bufio.NewWriterSize(rw, 16<<10)}
 	c.deadline.Store(true) // the dialer's is not ours to know
 	c.W = NewWriter(c.bw)
-	c.R = NewReader(nc)
+	c.R = NewReader(rw)
 	c.cut = func() {
 		c.deadline.Store(true)
 		nc.SetDeadline(aLongTimeAgo)

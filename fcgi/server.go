@@ -253,9 +253,10 @@ func (s *Server) closeIdle() bool {
 
 func (s *Server) newConn(rwc net.Conn) *conn {
 	c := &conn{srv: s, rwc: rwc, watchDone: make(chan struct{}, 1)}
-	c.br = getReader(rwc)
+	rw := newRawIO(rwc)
+	c.br = getReader(rw)
 	c.r = &Reader{r: c.br}
-	c.bw = getWriter(rwc)
+	c.bw = getWriter(rw)
 	c.w = NewWriter(c.bw)
 	s.mu.Lock()
 	defer s.mu.Unlock()
