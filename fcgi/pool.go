@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,10 +65,14 @@ type Pool struct {
 	idle    []*Conn // most recently used last
 	open    int
 	waiters []*waiter
-	closed  bool
-	pruning bool
-	stats   PoolStats
-	hold    holdState
+	// waitTimer times out the first waiter (armWaitTimer); waitTimerSet
+	// says it is armed.
+	waitTimer    *time.Timer
+	waitTimerSet bool
+	closed       bool
+	pruning      bool
+	stats        PoolStats
+	hold         holdState
 }
 
 // PoolStats counts what the pool did. OutOfStep counts connections given
@@ -109,6 +114,11 @@ func (p *Pool) network() (string, string) {
 // alive, or a new one while fewer than MaxConns are open, or the first one
 // another request gives back. reused tells whether it served a request
 // before (and so may have been closed by php-fpm meanwhile).
+//
+// ctx's cancellation ends a wait for a free connection or a dial. A ctx
+// that is also an Aborter (a proxy's request context, made only if asked
+// for) ends the wait by its OnAbort instead, and its Done is then not
+// called: it must fire OnAbort whenever Done would close.
 func (p *Pool) Get(ctx context.Context) (c *Conn, reused bool, err error) {
 	return p.get(ctx, true)
 }
@@ -189,63 +199,130 @@ func (p *Pool) get1(ctx context.Context, check bool) (c *Conn, reused bool, err 
 		return p.dial(ctx)
 	}
 	w := newWaiter()
+	w.deadline = time.Now().Add(p.waitTimeout())
 	p.waiters = append(p.waiters, w)
+	p.armWaitTimer(w.deadline)
 	p.mu.Unlock()
+	return p.wait(ctx, w)
+}
 
-	// Stopped before the waiter goes back to waiterFree, never deferred:
-	// the next wait resets it.
-	w.t.Reset(p.waitTimeout())
+// wait waits for what Put, Discard, Close or the wait timer hands w, or
+// for the request to end: ctx.Done(), or, when ctx is an Aborter, its abort.
+func (p *Pool) wait(ctx context.Context, w *waiter) (*Conn, bool, error) {
+	a, isAborter := ctx.(Aborter)
+	var done <-chan struct{}
+	if isAborter {
+		// ctx.Done() could make the request's context only to be waited on.
+		a.OnAbort(w.abort)
+		done = w.aborted
+	} else {
+		done = ctx.Done()
+	}
+	var h handoff
+	var ok, gaveUp bool
 	select {
-	case c, ok := <-w.c:
-		w.t.Stop()
-		if !ok {
-			return nil, false, ErrPoolClosed
-		}
-		waiterFree.Put(w)
-		return p.handed(ctx, c)
-	case <-w.t.C:
-		err = fmt.Errorf("%w after %v (%d connections busy)", ErrPoolTimeout, p.waitTimeout(), p.maxConns())
-	case <-ctx.Done():
-		w.t.Stop()
-		err = context.Cause(ctx)
+	case h, ok = <-w.c:
+	case <-done:
+		gaveUp = true
 	}
+	if isAborter {
+		a.OnAbort(nil) // from here on w.abort is not running and will not run
+	}
+	if !ok && !gaveUp {
+		return nil, false, ErrPoolClosed // w.c closed: w is never reused
+	}
+	if gaveUp {
+		return p.leave(ctx, w)
+	}
+	w.free()
+	if h.timedOut {
+		return nil, false, fmt.Errorf("%w after %v (%d connections busy)", ErrPoolTimeout, p.waitTimeout(), p.maxConns())
+	}
+	return p.handed(ctx, h.c)
+}
+
+// leave takes w off the queue after the request ended; what it was handed
+// as it gave up is passed on.
+func (p *Pool) leave(ctx context.Context, w *waiter) (*Conn, bool, error) {
+	err := context.Cause(ctx)
 	p.mu.Lock()
-	// Every timeout returned is counted, including one whose connection
-	// arrived as it gave up: Timeouts is what the web server saw as 503s.
-	if errors.Is(err, ErrPoolTimeout) {
-		p.stats.Timeouts++
-	}
-	for i, x := range p.waiters {
-		if x == w {
-			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-			p.mu.Unlock()
-			waiterFree.Put(w)
-			return nil, false, err
-		}
+	if i := slices.Index(p.waiters, w); i >= 0 {
+		// Delete moves the rest up in place: the queue keeps its array.
+		p.waiters = slices.Delete(p.waiters, i, i+1)
+		p.mu.Unlock()
+		w.free()
+		return nil, false, err
 	}
 	p.mu.Unlock()
-	// Someone handed us a connection or a slot as we gave up: pass it on.
-	c, ok := <-w.c
+	h, ok := <-w.c
 	if !ok {
 		return nil, false, err
 	}
-	waiterFree.Put(w)
-	if c != nil {
-		p.Put(c)
-	} else {
+	w.free()
+	switch {
+	case h.timedOut:
+	case h.c != nil:
+		p.Put(h.c)
+	default:
 		p.release()
 	}
 	return nil, false, err
 }
 
-// waiter is a request waiting in Get: Put or Discard hands it a connection
-// or a free slot on c; t bounds the wait. Waiters are kept for the next
-// wait (waiterFree) with c empty and t stopped, so that queueing, which is
+// armWaitTimer makes sure the wait timer runs by deadline, p.mu held. The
+// queue is in arrival order and every wait is as long, so the first waiter
+// is always the next to time out: one timer serves them all, and a wait
+// costs none of its own. It fires once per WaitTimeout at most while
+// requests keep queueing (expire re-arms it for the new first waiter).
+func (p *Pool) armWaitTimer(deadline time.Time) {
+	if p.waitTimerSet {
+		return
+	}
+	p.waitTimerSet = true
+	d := time.Until(deadline)
+	if p.waitTimer == nil {
+		p.waitTimer = time.AfterFunc(d, p.expire)
+		return
+	}
+	p.waitTimer.Reset(d)
+}
+
+// expire times out the waiters whose wait is over.
+func (p *Pool) expire() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	for len(p.waiters) > 0 && !now.Before(p.waiters[0].deadline) {
+		// Counted here, once: Timeouts is what the web server saw as 503s.
+		p.stats.Timeouts++
+		p.popWaiter().c <- handoff{timedOut: true}
+	}
+	p.waitTimerSet = false
+	if len(p.waiters) > 0 {
+		p.armWaitTimer(p.waiters[0].deadline)
+	}
+}
+
+// waiter is a request waiting in Get. Put or Discard hands it a connection
+// or a free slot on c, the wait timer its timeout; each waiter is handed
+// one thing at most, so the send never blocks. Waiters are kept for the next
+// wait (waiterFree) with c and aborted empty, so that queueing, which is
 // routine when more web server connections than MaxConns are busy,
 // allocates nothing.
 type waiter struct {
-	c chan *Conn
-	t *time.Timer
+	c        chan handoff
+	deadline time.Time
+	// aborted receives the request's abort: abort, made once, is what
+	// the wait hands Aborter.OnAbort.
+	aborted chan struct{}
+	abort   func()
+}
+
+// handoff is what a waiter is handed: a live connection, a free slot to
+// dial into (nil c), or the end of its wait.
+type handoff struct {
+	c        *Conn
+	timedOut bool
 }
 
 var waiterFree sync.Pool
@@ -254,9 +331,23 @@ func newWaiter() *waiter {
 	if w, ok := waiterFree.Get().(*waiter); ok {
 		return w
 	}
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return &waiter{c: make(chan *Conn, 1), t: t}
+	w := &waiter{c: make(chan handoff, 1), aborted: make(chan struct{}, 1)}
+	w.abort = func() {
+		select {
+		case w.aborted <- struct{}{}:
+		default:
+		}
+	}
+	return w
+}
+
+// free makes w ready for the next wait and keeps it; w.c is empty.
+func (w *waiter) free() {
+	select {
+	case <-w.aborted:
+	default:
+	}
+	waiterFree.Put(w)
 }
 
 // popWaiter takes the first waiter off the queue, p.mu held. The rest move
@@ -333,7 +424,7 @@ func (p *Pool) Put(c *Conn) {
 		p.Discard(c)
 		return
 	}
-	c.used = time.Now()
+	c.used = ticks()
 	// A deadline left behind would make the liveness check fail on a good
 	// connection.
 	c.clearDeadline()
@@ -347,7 +438,7 @@ func (p *Pool) Put(c *Conn) {
 	if len(p.waiters) > 0 {
 		w := p.popWaiter()
 		p.mu.Unlock()
-		w.c <- c
+		w.c <- handoff{c: c}
 		return
 	}
 	p.idle = append(p.idle, c)
@@ -370,7 +461,7 @@ func (p *Pool) release() {
 	if len(p.waiters) > 0 && !p.closed {
 		w := p.popWaiter()
 		p.mu.Unlock()
-		w.c <- nil
+		w.c <- handoff{}
 		return
 	}
 	p.open--
@@ -380,17 +471,18 @@ func (p *Pool) release() {
 // prune closes connections idle for longer than IdleTimeout; the oldest
 // sit at the front of the stack.
 func (p *Pool) prune() {
-	cutoff := time.Now().Add(-p.idleTimeout())
+	now := ticks()
+	cutoff := now - int64(p.idleTimeout())
 	p.mu.Lock()
 	n := 0
-	for n < len(p.idle) && p.idle[n].used.Before(cutoff) {
+	for n < len(p.idle) && p.idle[n].used < cutoff {
 		p.idle[n].nc.Close()
 		n++
 	}
 	p.idle = append(p.idle[:0], p.idle[n:]...)
 	p.open -= n
 	if len(p.idle) > 0 && !p.closed {
-		next := p.idle[0].used.Add(p.idleTimeout()).Sub(time.Now())
+		next := time.Duration(p.idle[0].used + int64(p.idleTimeout()) - now)
 		time.AfterFunc(max(next, time.Millisecond), p.prune)
 	} else {
 		p.pruning = false
@@ -414,6 +506,9 @@ func (p *Pool) Close() error {
 		close(w.c) // never reused: waiterFree gets only open ones
 	}
 	p.waiters = nil
+	if p.waitTimer != nil {
+		p.waitTimer.Stop()
+	}
 	return nil
 }
 
@@ -423,7 +518,7 @@ type Conn struct {
 	bw   *bufio.Writer
 	W    *Writer
 	R    *Reader
-	used time.Time
+	used int64  // when it was last given back, in ticks: one clock read
 	addr string // the pool's Address, for logs
 
 	// cut breaks off every read and write under way on nc: what an abort

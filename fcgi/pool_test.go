@@ -309,6 +309,106 @@ func TestPoolWaitContext(t *testing.T) {
 	assert.Equal(t, PoolStats{Dials: 1, Open: 1, Idle: 1}, p.Stats())
 }
 
+// abortContext is a request's context as the proxy passes it: an Aborter
+// whose Done must not be called, since calling it would make a context.
+type abortContext struct {
+	context.Context // for the cause
+	t               *testing.T
+	mu              sync.Mutex
+	f               func()
+}
+
+func (c *abortContext) Done() <-chan struct{} {
+	c.t.Error("Done called on an Aborter")
+	return c.Context.Done()
+}
+
+func (c *abortContext) OnAbort(f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.f = f
+}
+
+func (c *abortContext) fire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.f != nil {
+		c.f()
+	}
+}
+
+func (c *abortContext) registered() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.f != nil
+}
+
+// A wait for a free connection under a ctx that is an Aborter ends on its
+// abort, with the context's cause, and unregisters itself.
+func TestPoolWaitEndsOnAbort(t *testing.T) {
+	testsupport.CheckGoroutines(t)
+	u := startUpstream(t, "tcp")
+	p := &Pool{Address: u.address(), MaxConns: 1}
+	defer p.Close()
+	a, _ := mustGet(t, p)
+	errGone := errors.New("client gone")
+	inner, cancel := context.WithCancelCause(context.Background())
+	ctx := &abortContext{Context: inner, t: t}
+	ch := getAsync(ctx, p)
+	expectBlocked(t, ch)
+	assert.True(t, ctx.registered(), "the wait listens for the abort")
+	cancel(errGone)
+	ctx.fire()
+	r := waitResult(t, ch)
+	assert.ErrorIs(t, r.err, errGone)
+	assert.False(t, ctx.registered(), "the wait left its abort function behind")
+	assert.Zero(t, p.numWaiters())
+	assert.Zero(t, p.Stats().Timeouts)
+	// The waiter is reused: an abort left in it must not end the next wait.
+	ch = getAsync(&abortContext{Context: context.Background(), t: t}, p)
+	expectBlocked(t, ch)
+	p.Put(a)
+	r = waitResult(t, ch)
+	require.NoError(t, r.err)
+	assert.Same(t, a, r.c)
+	p.Put(r.c)
+}
+
+// One timer serves the queue: each waiter still times out WaitTimeout after
+// it began waiting, in order, and the timer runs again for later waits.
+func TestPoolWaitersTimeOutInOrder(t *testing.T) {
+	testsupport.CheckGoroutines(t)
+	u := startUpstream(t, "tcp")
+	const wait = 100 * time.Millisecond
+	p := &Pool{Address: u.address(), MaxConns: 1, WaitTimeout: wait}
+	defer p.Close()
+	a, _ := mustGet(t, p)
+	timed := func() <-chan time.Duration {
+		ch := make(chan time.Duration, 1)
+		go func() {
+			start := time.Now()
+			_, _, err := p.Get(context.Background())
+			assert.ErrorIs(t, err, ErrPoolTimeout)
+			ch <- time.Since(start)
+		}()
+		return ch
+	}
+	first := timed()
+	time.Sleep(wait / 2)
+	second := timed()
+	d1 := <-first
+	assert.GreaterOrEqual(t, d1, wait)
+	assert.Equal(t, 1, p.numWaiters(), "the second waiter times out on its own deadline, not the first's")
+	d2 := <-second
+	assert.GreaterOrEqual(t, d2, wait)
+	assert.Equal(t, uint64(2), p.Stats().Timeouts)
+	// The queue was empty: a new wait arms the timer again.
+	assert.GreaterOrEqual(t, <-timed(), wait)
+	assert.Equal(t, uint64(3), p.Stats().Timeouts)
+	p.Put(a)
+	assert.Equal(t, 1, p.Stats().Idle, "a timed-out waiter takes no connection")
+}
+
 func TestPoolDiscardWakesWaiter(t *testing.T) {
 	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
@@ -476,7 +576,7 @@ func TestPoolPruneOldestOnly(t *testing.T) {
 	p.Put(a)
 	p.Put(b)
 	p.mu.Lock()
-	p.idle[0].used = time.Now().Add(-2 * time.Hour)
+	p.idle[0].used = ticks() - int64(2*time.Hour)
 	p.mu.Unlock()
 	p.prune()
 	assert.Equal(t, PoolStats{Dials: 2, Open: 1, Idle: 1}, p.Stats())
@@ -597,8 +697,9 @@ func TestConnRequestIDs(t *testing.T) {
 
 // A request that waits for a busy pool's connection allocates nothing: with
 // more web server connections than MaxConns, waiting is routine, and a
-// channel and a timer per wait were a measurable part of a queued
-// request's cost.
+// channel and a timer per wait, then the request's context made to wait on,
+// were a measurable part of a queued request's cost. The wait is under an
+// Aborter, as the proxy's requests wait.
 func TestPoolWaitAllocatesNothing(t *testing.T) {
 	if raceEnabled {
 		t.Skip("under the race detector, sync.Pool drops what it is given at random")
@@ -613,8 +714,9 @@ func TestPoolWaitAllocatesNothing(t *testing.T) {
 	failed := make(chan error, 1)
 	go func() {
 		defer close(got)
+		ctx := &abortContext{Context: context.Background(), t: t}
 		for range start {
-			c, _, err := p.Get(context.Background())
+			c, _, err := p.Get(ctx)
 			if err != nil {
 				failed <- err
 				return

@@ -109,6 +109,11 @@ func (c requestContext) Done() <-chan struct{}       { return c.r.Context().Done
 func (c requestContext) Err() error                  { return c.r.Context().Err() }
 func (c requestContext) Value(key any) any           { return c.r.Context().Value(key) }
 
+// OnAbort makes requestContext an fcgi.Aborter: a wait for a free php-fpm
+// connection, routine with more web server connections than --max-conns,
+// is ended by the request's abort without making its context.
+func (c requestContext) OnAbort(f func()) { c.r.OnAbort(f) }
+
 // count counts a pinned or passed-through request in Stats.
 func (p *Proxy) count(pinned *pin.Pinned) {
 	if pinned.Release != "" {
