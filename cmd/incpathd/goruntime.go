@@ -96,12 +96,25 @@ func tuneRuntime(c runtimeConfig, gomaxprocsSet bool, log *slog.Logger) {
 	restoreProcName()
 	p := planRuntime(c, gomaxprocsSet, os.Getenv)
 	if p.exec {
-		env := append(os.Environ(), "GODEBUG="+p.godebug)
-		err := reexec(os.Args, env)
+		err := reexec(os.Args, withGODEBUG(os.Environ(), p.godebug))
 		log.Warn("cannot start again with GODEBUG set; the Go runtime's monitor may park between requests", "godebug", p.godebug, "err", err)
 	}
 	if p.procs > 0 {
 		runtime.GOMAXPROCS(p.procs)
 	}
 	log.Info("go runtime", "gomaxprocs", runtime.GOMAXPROCS(0), "godebug", os.Getenv("GODEBUG"))
+}
+
+// withGODEBUG returns environ with GODEBUG set to godebug, in place of any
+// GODEBUG it had. Appending would not do: with two, the runtime and
+// os.Getenv read the first, so the started process would find no schedtrace
+// and start again, for ever.
+func withGODEBUG(environ []string, godebug string) []string {
+	env := make([]string, 0, len(environ)+1)
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "GODEBUG=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, "GODEBUG="+godebug)
 }

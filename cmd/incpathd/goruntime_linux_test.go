@@ -38,6 +38,9 @@ func TestRuntimeDefaults(t *testing.T) {
 	}{
 		{"nothing set", nil, nil, "1", sysmonAwake, true},
 		{"GOMAXPROCS and a schedtrace", nil, []string{"GOMAXPROCS=2", "GODEBUG=schedtrace=0"}, "2", "schedtrace=0", true},
+		// Before the fix the started process saw the first of two GODEBUGs,
+		// without schedtrace, and started again for ever.
+		{"another GODEBUG setting", nil, []string{"GODEBUG=gctrace=1"}, "1", "gctrace=1," + sysmonAwake, true},
 		{"left to Go", []string{"--gomaxprocs", "0", "--sysmon-awake=false"}, nil, goDefault, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -45,3 +45,9 @@ func TestGOMAXPROCSFlagRejectsNegative(t *testing.T) {
 	_, err := parse([]string{"--gomaxprocs", "-1"}, func(string) string { return "" }, nil)
 	assert.ErrorContains(t, err, "--gomaxprocs: -1 is negative")
 }
+
+func TestWithGODEBUG(t *testing.T) {
+	got := withGODEBUG([]string{"A=1", "GODEBUG=gctrace=1", "B=2", "GODEBUG=x=1"}, "gctrace=1,"+sysmonAwake)
+	assert.Equal(t, []string{"A=1", "B=2", "GODEBUG=gctrace=1," + sysmonAwake}, got)
+	assert.Equal(t, []string{"GODEBUG=" + sysmonAwake}, withGODEBUG(nil, sysmonAwake))
+}
