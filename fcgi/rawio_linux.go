@@ -3,6 +3,7 @@ package fcgi
 import (
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"unsafe"
 )
@@ -25,8 +26,9 @@ import (
 // handed to RawConn are method values made once, so a call allocates
 // nothing.
 type rawIO struct {
-	r rawCall
-	w rawCall
+	nc net.Conn // for the addresses in errors
+	r  rawCall
+	w  rawCall
 }
 
 // rawCall is one direction's call under way.
@@ -50,7 +52,7 @@ func newRawIO(nc net.Conn) io.ReadWriter {
 	if err != nil {
 		return nc
 	}
-	x := &rawIO{r: rawCall{rc: rc}, w: rawCall{rc: rc}}
+	x := &rawIO{nc: nc, r: rawCall{rc: rc}, w: rawCall{rc: rc}}
 	x.r.fn, x.w.fn = x.r.read, x.w.write
 	return x
 }
@@ -68,11 +70,17 @@ func (x *rawIO) Read(p []byte) (int, error) {
 	case err != nil:
 		return n, err
 	case errno != 0:
-		return 0, &net.OpError{Op: "read", Net: "fcgi", Err: errno}
+		return 0, x.opError("read", errno)
 	case n == 0:
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// opError is the error net.Conn would return for errno.
+func (x *rawIO) opError(op string, errno syscall.Errno) error {
+	local := x.nc.LocalAddr()
+	return &net.OpError{Op: op, Net: local.Network(), Source: local, Addr: x.nc.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
 }
 
 // read is one read(2): false asks the poller to wait for the socket.
@@ -106,7 +114,7 @@ func (x *rawIO) Write(p []byte) (int, error) {
 	case err != nil:
 		return n, err
 	case errno != 0:
-		return n, &net.OpError{Op: "write", Net: "fcgi", Err: errno}
+		return n, x.opError("write", errno)
 	}
 	return n, nil
 }

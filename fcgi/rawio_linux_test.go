@@ -121,7 +121,9 @@ func TestRawIOWriteAfterReset(t *testing.T) {
 	}
 	require.Error(t, err)
 	var op *net.OpError
-	assert.True(t, errors.As(err, &op), "%T", err)
+	require.True(t, errors.As(err, &op), "%T", err)
+	assert.Equal(t, "write", op.Op)
+	assert.Equal(t, a.RemoteAddr(), op.Addr, "the error names the peer, as net.Conn's does")
 	assert.True(t, errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE), "%v", err)
 }
 
