@@ -64,16 +64,16 @@ func decodeParams(dst []Pair, b string, max int) ([]Pair, error) {
 		if count == max {
 			return dst, fmt.Errorf("%w: more than %d params", ErrParamsTooLarge, max)
 		}
-		nl, n, ok := pairLen(s)
-		if !ok {
-			return dst, fmt.Errorf("%w: bad length at byte %d", ErrBadParams, len(b)-len(s))
+		var nl, vl uint32
+		if len(s) >= 2 && s[0]|s[1] < 0x80 {
+			// Both lengths of one byte, as for most pairs.
+			nl, vl, s = uint32(s[0]), uint32(s[1]), s[2:]
+		} else {
+			var err error
+			if nl, vl, s, err = pairLens(s, len(b)); err != nil {
+				return dst, err
+			}
 		}
-		s = s[n:]
-		vl, n, ok := pairLen(s)
-		if !ok {
-			return dst, fmt.Errorf("%w: bad length at byte %d", ErrBadParams, len(b)-len(s))
-		}
-		s = s[n:]
 		if uint64(nl)+uint64(vl) > uint64(len(s)) {
 			return dst, fmt.Errorf("%w: pair of %d+%d bytes with %d left", ErrBadParams, nl, vl, len(s))
 		}
@@ -81,6 +81,21 @@ func decodeParams(dst []Pair, b string, max int) ([]Pair, error) {
 		s = s[nl+vl:]
 	}
 	return dst, nil
+}
+
+// pairLens decodes the two lengths at the start of s, a pair of the
+// stream of total bytes, and returns them with the rest of s.
+func pairLens(s string, total int) (nl, vl uint32, rest string, err error) {
+	nl, n, ok := pairLen(s)
+	if !ok {
+		return 0, 0, s, fmt.Errorf("%w: bad length at byte %d", ErrBadParams, total-len(s))
+	}
+	s = s[n:]
+	vl, n, ok = pairLen(s)
+	if !ok {
+		return 0, 0, s, fmt.Errorf("%w: bad length at byte %d", ErrBadParams, total-len(s))
+	}
+	return nl, vl, s[n:], nil
 }
 
 // pairLen decodes a 1- or 4-byte length and returns it with the bytes read.
@@ -117,6 +132,21 @@ func AppendPair(b []byte, p Pair) []byte {
 	return append(b, p.Value...)
 }
 
+// appendPairs appends the encoding of pairs to b: AppendPair, with the two
+// length bytes of the usual pair appended at once.
+func appendPairs(b []byte, pairs []Pair) []byte {
+	for _, p := range pairs {
+		if nl, vl := len(p.Name), len(p.Value); nl < 128 && vl < 128 {
+			b = append(b, byte(nl), byte(vl))
+		} else {
+			b = appendLen(appendLen(b, nl), vl)
+		}
+		b = append(b, p.Name...)
+		b = append(b, p.Value...)
+	}
+	return b
+}
+
 func appendLen(b []byte, n int) []byte {
 	if n < 128 {
 		return append(b, byte(n))
@@ -131,9 +161,13 @@ func appendLen(b []byte, n int) []byte {
 func (w *Writer) WriteParams(id uint16, pairs []Pair) error {
 	total := 0
 	for _, p := range pairs {
-		n := PairSize(p)
-		if n > MaxContent {
-			return fmt.Errorf("%w: %.64q is %d bytes", ErrParamTooLarge, p.Name, n)
+		n := len(p.Name) + len(p.Value) + 2
+		// Lengths below 128 take a byte each, and such a pair always
+		// fits a record.
+		if len(p.Name)|len(p.Value) >= 128 {
+			if n = PairSize(p); n > MaxContent {
+				return fmt.Errorf("%w: %.64q is %d bytes", ErrParamTooLarge, p.Name, n)
+			}
 		}
 		total += n
 	}
@@ -142,9 +176,7 @@ func (w *Writer) WriteParams(id uint16, pairs []Pair) error {
 	// byte.
 	if len(pairs) > 0 && total <= MaxContent && w.w.Available() >= total+2*HeaderLen {
 		b := appendHeader(w.w.AvailableBuffer(), TypeParams, id, total)
-		for _, p := range pairs {
-			b = AppendPair(b, p)
-		}
+		b = appendPairs(b, pairs)
 		_, err := w.w.Write(appendHeader(b, TypeParams, id, 0))
 		return err
 	}
