@@ -131,14 +131,14 @@ func (p *Pinner) Pin(dst []fcgi.Pair, buf []byte, in []fcgi.Pair) (Pinned, error
 // once. docroot is the one the Resolver resolved to the release, "" if it
 // did not.
 func (p *Pinner) pin(dst []fcgi.Pair, buf *[]byte, in []fcgi.Pair) (out Pinned, docroot string, err error) {
-	out = Pinned{Params: dst, FrontEnd: Name(in)}
+	name, from := nameAndDocroot(in)
+	out = Pinned{Params: dst, FrontEnd: name}
 	defer func() { out.Buf = *buf }()
 	mode := p.Policy.Mode(out.FrontEnd)
 	if mode == Passthrough {
 		out.Params, err = p.passthrough(dst, in)
 		return out, "", err
 	}
-	from := fcgi.Param(in, "DOCUMENT_ROOT")
 	if from == "" {
 		return out, "", ErrNoDocroot
 	}

@@ -196,12 +196,20 @@ func (r *Resolver) Resolve(docroot string) (string, error) {
 		r.misses.Add(1)
 		return r.resolve(docroot)
 	}
+	v, ok := r.cache.Load(docroot)
+	if !ok {
+		return r.fill(docroot, r.ticks())
+	}
+	// A watched entry never expires: no need to read the clock.
+	e := v.(*entry)
+	if e.watched {
+		r.hits.Add(1)
+		return e.resolved, nil
+	}
 	now := r.ticks()
-	if v, ok := r.cache.Load(docroot); ok {
-		if e := v.(*entry); now < e.expires {
-			r.hits.Add(1)
-			return e.resolved, nil
-		}
+	if now < e.expires {
+		r.hits.Add(1)
+		return e.resolved, nil
 	}
 	return r.fill(docroot, now)
 }
@@ -328,7 +336,7 @@ func (r *Resolver) Stale(docroot, resolved string) bool {
 		return true
 	}
 	e := v.(*entry)
-	return e.resolved != resolved || r.ticks() >= e.expires
+	return e.resolved != resolved || !e.watched && r.ticks() >= e.expires
 }
 
 // Entry is a resolution in the cache.
