@@ -38,3 +38,21 @@ func BenchmarkRewriteNoPHPValue(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRewriteDefaults is what the daemon does against a stock php-fpm
+// pool: the request's include_path pinned and every other pinned key sent
+// with the pool's value, "", reusing dst and the buffer as the proxy does.
+func BenchmarkRewriteDefaults(b *testing.B) {
+	in := nginxParams()
+	c := Config{IncludePath: ".:/usr/share/php", Defaults: []Setting{{Key: "open_basedir"}, {Key: "auto_prepend_file"}, {Key: "auto_append_file"}}}
+	dst := make([]fcgi.Pair, 0, 64)
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		dst, buf, err = c.RewriteBuffer(dst[:0], in, testFrom, testTo, buf)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -212,8 +212,8 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 	n := len(in)
 	var (
 		kinds []uint8
-		win   []int32  // dedup's answer: see dedup
-		tab   []uint32 // for dedup: a power of two, at least 2n
+		win   []int32  // the duplicate table's answer: see classify
+		tab   []uint32 // the duplicate table: a power of two, at least 2n
 	)
 	switch {
 	case n <= smallParams:
@@ -233,10 +233,9 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 		}
 		kinds, win, tab = make([]uint8, n), make([]int32, n), make([]uint32, size)
 	}
-	if err := p.classify(kinds); err != nil {
+	if err := p.classify(kinds, win, tab); err != nil {
 		return dst, err
 	}
-	dedup(in, win, tab)
 
 	var valuePins, adminPins []pinSlot
 	var valueVerb, adminVerb []string
