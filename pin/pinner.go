@@ -49,6 +49,7 @@ type Pinner struct {
 	Logger *slog.Logger
 
 	initOnce sync.Once
+	prepared *rewrite.Prepared // Rewrite's, made by the first Pin
 	learn    poolDefaults
 }
 
@@ -108,7 +109,7 @@ const repinAttempts = 3
 // old release. With the same reasoning, Done must come only after the
 // request has ended upstream.
 func (p *Pinner) Pin(dst []fcgi.Pair, buf []byte, in []fcgi.Pair) (Pinned, error) {
-	p.initOnce.Do(p.initPoolDefaults)
+	p.initOnce.Do(p.init)
 	for attempt := 1; ; attempt++ {
 		out, docroot, err := p.pin(dst, &buf, in)
 		if err != nil {

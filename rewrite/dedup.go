@@ -55,21 +55,37 @@ func newTable(tab []uint32, n int) table {
 // h32 is the bits of hash h a table entry holds above the index.
 func h32(h uint64, idx uint32) uint32 { return uint32(h) &^ idx }
 
-// dedupStrong fills win, as classify does, with maphash, which no probe
-// sequence defeats, and reports whether any name occurs twice. tab must be
-// zeroed.
-func dedupStrong(in []fcgi.Pair, win []int32, tab []uint32) (dups bool) {
+// dedup fills win for every param i: the index of the last param with the
+// same name if i is the first with its name, else -1. tab must be zeroed.
+// It reports whether any name occurs twice.
+func dedup(in []fcgi.Pair, win []int32, tab []uint32) (dups bool) {
+	dups, ok := dedupWith(in, win, tab, fastHash, maxProbe)
+	if !ok {
+		clear(tab)
+		dups, _ = dedupWith(in, win, tab, strongHash, len(tab))
+	}
+	return dups
+}
+
+// dedupWith is dedup with the hash function hash, giving up (ok false) on a
+// probe sequence longer than maxProbe.
+func dedupWith(in []fcgi.Pair, win []int32, tab []uint32, hash func(string) uint64, maxProbe int) (dups, ok bool) {
 	t := newTable(tab, len(in))
-	win = win[:len(in)]
 	for i := range in {
 		win[i] = int32(i)
-		if first := t.insert(in, i, maphash.String(nameSeed, in[i].Name), len(t.tab)); first != i {
+		first := t.insert(in, i, hash(in[i].Name), maxProbe)
+		if first < 0 {
+			return dups, false
+		}
+		if first != i {
 			win[first], win[i] = int32(i), -1
 			dups = true
 		}
 	}
-	return dups
+	return dups, true
 }
+
+func strongHash(s string) uint64 { return maphash.String(nameSeed, s) }
 
 // insert looks up the name of param i, whose hash is h: it returns the
 // first param with that name, or i itself if there is none yet (then i is

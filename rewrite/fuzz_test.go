@@ -61,6 +61,13 @@ func FuzzRewrite(f *testing.F) {
 		require.Equal(t, orig, in, "in modified")
 		checkFits(t, in, out, err)
 
+		// Prepared, the Config pins the same, with and without defaults,
+		// which Prepare writes in advance when no pattern can occur in them.
+		checkPrepared(t, &cfg, in, from, to)
+		withDefaults := cfg
+		withDefaults.Defaults = []Setting{{Key: "open_basedir", Value: base}, {Key: "auto_append_file"}, {Key: "open_basedir", Value: "/x"}}
+		checkPrepared(t, &withDefaults, in, from, to)
+
 		// A long resolved docroot makes every pinned value grow, until
 		// some no longer fit one record: refused, never cut.
 		long := strings.TrimRight(to, "/") + strings.Repeat("/release", 1500)
@@ -123,6 +130,14 @@ func FuzzRewrite(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkPrepared checks that cfg prepared pins in as cfg does.
+func checkPrepared(t *testing.T, cfg *Config, in []fcgi.Pair, from, to string) {
+	t.Helper()
+	want, wantErr := cfg.Rewrite(nil, in, from, to)
+	got, gotErr := cfg.Prepare().Rewrite(nil, in, from, to)
+	require.Equal(t, formatResult(want, wantErr), formatResult(got, gotErr), "prepared")
 }
 
 // checkFits checks the limit property: every pair Rewrite sends fits one

@@ -45,7 +45,8 @@ type plan struct {
 	// send copies the params between them as they are.
 	specials [maxSpecial]int32
 	nSpecial int
-	dups     bool
+	dups     bool // some name occurs more than once
+	win      bool // classify filled win
 }
 
 // maxSpecial is how many params not of kindOther plan remembers: a request
@@ -56,9 +57,6 @@ const maxSpecial = 8
 // start checks the docroots and decides what the search-replace pattern
 // is replaced by.
 func (p *plan) start(c *Config, in []fcgi.Pair, from, to string) error {
-	if c == nil {
-		c = &zeroConfig
-	}
 	p.c, p.in, p.from, p.to = c, in, from, to
 	var ok bool
 	if p.fromRoot, ok = cleanRoot(from); !ok {
@@ -71,10 +69,7 @@ func (p *plan) start(c *Config, in []fcgi.Pair, from, to string) error {
 	if p.docroot == "" {
 		p.docroot = "/"
 	}
-	p.keys = c.PinINI
-	if p.keys == nil {
-		p.keys = DefaultPinINI
-	}
+	p.keys = c.keys()
 	p.rep = replacer{pat: c.SearchReplacePattern, to: p.toRoot}
 	if p.rep.pat == "" {
 		p.rep.pat = p.fromRoot
@@ -94,22 +89,23 @@ func (p *plan) start(c *Config, in []fcgi.Pair, from, to string) error {
 	return nil
 }
 
-// classify fills kinds with the kind of each param and win with the
-// duplicate table's answer (see dedup.go), refuses unsafe paths, and
-// counts the INI params. It is the one pass over every param: the passes
-// after it visit only the params note recorded, unless names repeat.
+// classify fills kinds with the kind of each param, refuses unsafe paths,
+// and counts the INI params. It is the one pass over every param: the
+// passes after it visit only the params note recorded, unless names
+// repeat. Only then does it fill win (see dedup); without repeats every
+// param is its own last occurrence.
 //
-// The loop makes no call for an ordinary param whose name is unique so
-// far, the usual case: Go keeps no register across a call, and a call per
-// param would spill the loop's state to the stack each time.
+// The loop makes no call for an ordinary param whose name is new, the
+// usual case: Go keeps no register across a call, and a call per param
+// would spill the loop's state to the stack each time.
 func (p *plan) classify(kinds []uint8, win []int32, tab []uint32) error {
 	for k := range p.first {
 		p.first[k] = -1
 	}
 	in := p.in
 	t := newTable(tab, len(in))
-	kinds, win = kinds[:len(in)], win[:len(in)]
-	fast := true // dedup with fastHash until it gives up
+	kinds = kinds[:len(in)]
+	repeats := false // or the fast hash gave up: dedup decides
 	for i := range in {
 		name := in[i].Name
 		k := kindOf(name)
@@ -119,11 +115,10 @@ func (p *plan) classify(kinds []uint8, win []int32, tab []uint32) error {
 				return err
 			}
 		}
-		win[i] = int32(i)
-		if !fast {
+		if repeats {
 			continue
 		}
-		// fastHash and dedup's first probe, inlined: an empty slot.
+		// fastHash and the table's first probe, inlined: an empty slot.
 		var h uint64
 		if len(name) >= 8 {
 			h = mix(load64(name, 0), load64(name, len(name)-8), len(name))
@@ -134,19 +129,24 @@ func (p *plan) classify(kinds []uint8, win []int32, tab []uint32) error {
 			t.tab[slot] = h32(h, t.idx) | uint32(i+1)
 			continue
 		}
-		if f := t.insert(in, i, h, maxProbe); f < 0 {
-			fast = false
-		} else if f != i {
-			win[f], win[i] = int32(i), -1
-			p.dups = true
-		}
+		repeats = t.insert(in, i, h, maxProbe) != i
 	}
-	if !fast {
+	if repeats {
 		clear(tab)
-		p.dups = dedupStrong(in, win, tab)
+		p.dups = dedup(in, win[:len(in)], tab)
+		p.win = true
 	}
 	p.value.n, p.admin.n = p.nValue, p.nAdmin
 	return nil
+}
+
+// last returns the index of the last param with the name of param i, the
+// first with it: by win, if classify filled it, else i itself.
+func (p *plan) last(win []int32, i int) int {
+	if p.win {
+		return int(win[i])
+	}
+	return i
 }
 
 // note records param i, of a kind other than kindOther: it checks it,
@@ -208,7 +208,7 @@ func (p *plan) needsINI() bool {
 
 // readINI reads the INI params into their pin slots and verbatim entries,
 // adds the Config's include_path and defaults, and sizes the INI values.
-func (p *plan) readINI(kinds []uint8, valuePins, adminPins []pinSlot, valueVerb, adminVerb []string) error {
+func (p *plan) readINI(defaults []keyDefault, kinds []uint8, valuePins, adminPins []pinSlot, valueVerb, adminVerb []string) error {
 	if p.nValue > 0 {
 		if err := p.value.scan(p.in, kinds, p.first[kindValue], p.keys, valuePins, valueVerb); err != nil {
 			return err
@@ -220,11 +220,11 @@ func (p *plan) readINI(kinds []uint8, valuePins, adminPins []pinSlot, valueVerb,
 		}
 	}
 	if p.c.IncludePath != "" && !p.value.hasInclude && !p.admin.hasInclude {
-		p.value.base = p.c.IncludePath
+		p.value.base, p.value.baseEntry = p.c.IncludePath, defaults[len(p.keys)].entry
 		p.value.hasBase = true
 	}
 	if len(p.c.Defaults) > 0 {
-		p.value.addDefaults(p.keys, valuePins, adminPins, p.c.Defaults)
+		p.value.addDefaults(p.keys, valuePins, adminPins, defaults[:len(p.keys)])
 	}
 	if err := p.value.size(p.keys, valuePins, &p.rep); err != nil {
 		return err
@@ -241,12 +241,12 @@ func (p *plan) readINI(kinds []uint8, valuePins, adminPins []pinSlot, valueVerb,
 func (p *plan) sizePaths(win []int32) {
 	if p.fromRoot != p.toRoot {
 		if f := p.first[kindScript]; f >= 0 {
-			v := p.in[win[f]].Value
+			v := p.in[p.last(win, f)].Value
 			p.script.skip = proxyPrefixLen(v)
 			p.script.size(v, p.fromRoot, p.toRoot)
 		}
 		if f := p.first[kindPathTranslated]; f >= 0 {
-			p.translated.size(p.in[win[f]].Value, p.fromRoot, p.toRoot)
+			p.translated.size(p.in[p.last(win, f)].Value, p.fromRoot, p.toRoot)
 		}
 	}
 	p.total += p.script.outLen + p.translated.outLen
@@ -301,9 +301,16 @@ func (p *plan) write(b *buffer, kinds []uint8, valuePins, adminPins []pinSlot, v
 // copied in bulk, which is cheaper than one append per param.
 func (p *plan) send(dst []fcgi.Pair, kinds []uint8, win []int32) []fcgi.Pair {
 	dst = slices.Grow(dst, len(p.in)+1)
-	if !p.dups && p.nSpecial <= len(p.specials) {
+	switch {
+	case !p.dups && p.nSpecial <= len(p.specials):
 		dst = p.sendUnique(dst, kinds)
-	} else {
+	case !p.win:
+		// Many params of other kinds, no repeats.
+		for i := range p.in {
+			win[i] = int32(i)
+		}
+		fallthrough
+	default:
 		dst = p.sendAll(dst, kinds, win)
 	}
 	if p.nValue == 0 && p.value.rebuild {

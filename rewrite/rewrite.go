@@ -191,8 +191,24 @@ func (c *Config) Rewrite(dst, in []fcgi.Pair, from, to string) ([]fcgi.Pair, err
 // returned buffer without a copy, so it must not be written to while they are
 // in use. On error buf is returned unchanged.
 func (c *Config) RewriteBuffer(dst, in []fcgi.Pair, from, to string, buf []byte) ([]fcgi.Pair, []byte, error) {
+	if c == nil {
+		c = &zeroConfig
+	}
+	n := len(c.keys()) + 1
+	if n <= stackPins+1 {
+		var defaults [stackPins + 1]keyDefault
+		c.defaultsOf(defaults[:n])
+		return rewriteBuffer(c, defaults[:n], dst, in, from, to, buf)
+	}
+	defaults := make([]keyDefault, n)
+	c.defaultsOf(defaults)
+	return rewriteBuffer(c, defaults, dst, in, from, to, buf)
+}
+
+// rewriteBuffer is RewriteBuffer with the defaults of c (see defaultsOf).
+func rewriteBuffer(c *Config, defaults []keyDefault, dst, in []fcgi.Pair, from, to string, buf []byte) ([]fcgi.Pair, []byte, error) {
 	b := buffer{b: buf[:0]}
-	dst, err := c.rewrite(dst, in, from, to, &b)
+	dst, err := rewrite(c, defaults, dst, in, from, to, &b)
 	if err != nil {
 		return dst, buf, err
 	}
@@ -204,7 +220,7 @@ func (c *Config) RewriteBuffer(dst, in []fcgi.Pair, from, to string, buf []byte)
 // configs up to stackPins pinned keys; arrays declared in a branch are only
 // zeroed when it runs, so small requests do not pay for clearing the
 // larger ones.
-func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcgi.Pair, error) {
+func rewrite(c *Config, defaults []keyDefault, dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcgi.Pair, error) {
 	var p plan
 	if err := p.start(c, in, from, to); err != nil {
 		return dst, err
@@ -251,7 +267,7 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 		var verbBuf [2 * stackVerbatim]string
 		valueVerb, adminVerb = verbBuf[:stackVerbatim], verbBuf[stackVerbatim:]
 	}
-	if err := p.readINI(kinds, valuePins, adminPins, valueVerb, adminVerb); err != nil {
+	if err := p.readINI(defaults, kinds, valuePins, adminPins, valueVerb, adminVerb); err != nil {
 		return dst, err
 	}
 	p.sizePaths(win)
@@ -384,16 +400,18 @@ type pinSlot struct {
 	raw     string // text after '=' in the request
 	value   string // raw read as a literal
 	set     bool
-	literal bool // value is a Config default, not read from raw
+	literal bool   // value is a Config default, not read from raw
+	entry   string // the default's entry, when prepared (see keyDefault)
 }
 
 // iniPlan rewrites PHP_VALUE or PHP_ADMIN_VALUE.
 type iniPlan struct {
-	name    string
-	kind    uint8
-	n       int    // occurrences in the request
-	base    string // Config.IncludePath, added when hasBase
-	hasBase bool
+	name      string
+	kind      uint8
+	n         int    // occurrences in the request
+	base      string // Config.IncludePath, added when hasBase
+	baseEntry string // its entry, when prepared (see rules)
+	hasBase   bool
 
 	hasInclude bool           // the request sets include_path
 	last       map[string]int // with several occurrences: see lastSets
@@ -497,18 +515,14 @@ func (p *iniPlan) setLater(i int, key string) bool {
 // addDefaults fills the pins of keys the request sets in neither param
 // with their Config default, if they have one. The configured include_path
 // base, when it is added, stands for include_path's.
-func (p *iniPlan) addDefaults(keys []string, pins, other []pinSlot, defaults []Setting) {
-	for k, key := range keys {
-		if pins[k].set || other[k].set || p.hasBase && key == "include_path" {
+func (p *iniPlan) addDefaults(keys []string, pins, other []pinSlot, defaults []keyDefault) {
+	for k := range defaults {
+		d := &defaults[k]
+		if !d.set || pins[k].set || other[k].set || p.hasBase && keys[k] == "include_path" {
 			continue
 		}
-		for _, d := range defaults {
-			if d.Key == key {
-				pins[k] = pinSlot{value: d.Value, set: true, literal: true}
-				p.nPinned++
-				break
-			}
-		}
+		pins[k] = pinSlot{value: d.value, set: true, literal: true, entry: d.entry}
+		p.nPinned++
 	}
 }
 
@@ -524,11 +538,20 @@ func (p *iniPlan) size(keys []string, pins []pinSlot, r *replacer) error {
 	l := p.verbLen
 	if p.hasBase {
 		entries++
-		l += len(`include_path=""`) + len(p.base) + r.count(p.base)*delta
+		if p.baseEntry != "" {
+			l += len(p.baseEntry)
+		} else {
+			l += len(`include_path=""`) + len(p.base) + r.count(p.base)*delta
+		}
 	}
 	for k := range pins {
 		s := &pins[k]
 		if !s.set {
+			continue
+		}
+		if s.entry != "" {
+			entries++
+			l += len(s.entry)
 			continue
 		}
 		v := s.value
@@ -568,19 +591,25 @@ func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string,
 	p.start = b.Len()
 	w := lineWriter{b: b}
 	if p.hasBase {
-		if !w.pin("include_path", p.base, r, true) {
+		if p.baseEntry != "" {
+			w.entry(p.baseEntry)
+		} else if !w.pin("include_path", p.base, r, true) {
 			return fmt.Errorf("%w: include_path from the configured base in %s", ErrINIValue, p.name)
 		}
 	}
 	for k := range pins {
-		if s := &pins[k]; s.set && !w.pin(keys[k], s.value, r, s.literal || r.needsCheck()) {
+		s := &pins[k]
+		switch {
+		case !s.set:
+		case s.entry != "":
+			w.entry(s.entry)
+		case !w.pin(keys[k], s.value, r, s.literal || r.needsCheck()):
 			return fmt.Errorf("%w: %s in %s after pinning", ErrINIValue, keys[k], p.name)
 		}
 	}
 	if p.n == 1 && p.verbN <= len(verb) {
 		for _, e := range verb[:p.verbN] {
-			w.line()
-			b.WriteString(e)
+			w.entry(e)
 		}
 		p.end = b.Len()
 		return nil
@@ -630,6 +659,12 @@ func (w *lineWriter) line() {
 		w.b.writeByte('\n')
 	}
 	w.sep = true
+}
+
+// entry writes e as it is.
+func (w *lineWriter) entry(e string) {
+	w.line()
+	w.b.WriteString(e)
 }
 
 // pin writes key="v" with the pattern replaced in v. With check set it
