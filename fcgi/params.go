@@ -61,12 +61,17 @@ func inPlace(b []byte) string {
 func decodeParams(dst []Pair, b string, max int) ([]Pair, error) {
 	s := b
 	for count := 0; len(s) > 0; count++ {
-		if count == max {
+		// Most pairs go through decodeShort; this loop takes the rest
+		// one at a time, and grows dst.
+		n := len(dst)
+		if dst, s = decodeShort(dst, s, max-count); len(s) == 0 {
+			break
+		}
+		if count += len(dst) - n; count == max {
 			return dst, fmt.Errorf("%w: more than %d params", ErrParamsTooLarge, max)
 		}
 		var nl, vl uint32
 		if len(s) >= 2 && s[0]|s[1] < 0x80 {
-			// Both lengths of one byte, as for most pairs.
 			nl, vl, s = uint32(s[0]), uint32(s[1]), s[2:]
 		} else {
 			var err error
@@ -81,6 +86,24 @@ func decodeParams(dst []Pair, b string, max int) ([]Pair, error) {
 		s = s[nl+vl:]
 	}
 	return dst, nil
+}
+
+// decodeShort appends to dst, as far as its capacity goes and up to max
+// pairs (no bound if max is negative), the pairs at the start of s whose
+// lengths take one byte each and that s holds whole, and returns the rest
+// of s. It makes no call, so that its loop keeps its state in registers.
+func decodeShort(dst []Pair, s string, max int) ([]Pair, string) {
+	for n := len(dst); n < cap(dst) && max != 0 && len(s) >= 2 && s[0]|s[1] < 0x80; n++ {
+		nl, vl := int(s[0]), int(s[1])
+		if 2+nl+vl > len(s) {
+			break
+		}
+		dst = dst[:n+1]
+		dst[n] = Pair{Name: s[2 : 2+nl], Value: s[2+nl : 2+nl+vl]}
+		s = s[2+nl+vl:]
+		max--
+	}
+	return dst, s
 }
 
 // pairLens decodes the two lengths at the start of s, a pair of the
