@@ -155,19 +155,40 @@ func AppendPair(b []byte, p Pair) []byte {
 	return append(b, p.Value...)
 }
 
-// appendPairs appends the encoding of pairs to b: AppendPair, with the two
-// length bytes of the usual pair appended at once.
-func appendPairs(b []byte, pairs []Pair) []byte {
+// appendRecord appends to b, within its capacity, pairs as one PARAMS
+// record for request id followed by the empty one, and reports whether they
+// fit: the buffer's room and one record's content. It sizes the record as
+// it goes, one pass over the pairs instead of two; b's bytes past its
+// length are only scratch until the caller writes them.
+func appendRecord(b []byte, id uint16, pairs []Pair) ([]byte, bool) {
+	start := len(b)
+	if cap(b)-start < 2*HeaderLen {
+		return b, false
+	}
+	b = appendHeader(b, TypeParams, id, 0) // its length is set below
+	room := cap(b) - HeaderLen             // for the empty record
 	for _, p := range pairs {
-		if nl, vl := len(p.Name), len(p.Value); nl < 128 && vl < 128 {
+		nl, vl := len(p.Name), len(p.Value)
+		if nl < 128 && vl < 128 {
+			if len(b)+2+nl+vl > room {
+				return b, false
+			}
 			b = append(b, byte(nl), byte(vl))
 		} else {
+			if len(b)+PairSize(p) > room {
+				return b, false
+			}
 			b = appendLen(appendLen(b, nl), vl)
 		}
 		b = append(b, p.Name...)
 		b = append(b, p.Value...)
 	}
-	return b
+	n := len(b) - start - HeaderLen
+	if n > MaxContent {
+		return b, false
+	}
+	b[start+4], b[start+5] = byte(n>>8), byte(n)
+	return appendHeader(b, TypeParams, id, 0), true
 }
 
 func appendLen(b []byte, n int) []byte {
@@ -182,26 +203,19 @@ func appendLen(b []byte, n int) []byte {
 // requires; a pair that cannot fit one record is refused before anything is
 // written.
 func (w *Writer) WriteParams(id uint16, pairs []Pair) error {
-	total := 0
-	for _, p := range pairs {
-		n := len(p.Name) + len(p.Value) + 2
-		// Lengths below 128 take a byte each, and such a pair always
-		// fits a record.
-		if len(p.Name)|len(p.Value) >= 128 {
-			if n = PairSize(p); n > MaxContent {
-				return fmt.Errorf("%w: %.64q is %d bytes", ErrParamTooLarge, p.Name, n)
-			}
-		}
-		total += n
-	}
 	// The usual request: one record, and room for it and the empty one in
 	// the buffer. Encode in place, a copy per pair instead of a call per
 	// byte.
-	if len(pairs) > 0 && total <= MaxContent && w.w.Available() >= total+2*HeaderLen {
-		b := appendHeader(w.w.AvailableBuffer(), TypeParams, id, total)
-		b = appendPairs(b, pairs)
-		_, err := w.w.Write(appendHeader(b, TypeParams, id, 0))
-		return err
+	if len(pairs) > 0 {
+		if b, ok := appendRecord(w.w.AvailableBuffer(), id, pairs); ok {
+			_, err := w.w.Write(b)
+			return err
+		}
+	}
+	for _, p := range pairs {
+		if n := PairSize(p); n > MaxContent {
+			return fmt.Errorf("%w: %.64q is %d bytes", ErrParamTooLarge, p.Name, n)
+		}
 	}
 	for len(pairs) > 0 {
 		n, size := 0, 0
