@@ -128,6 +128,21 @@ func (p *Pinner) Pin(dst []fcgi.Pair, buf []byte, in []fcgi.Pair) (Pinned, error
 	}
 }
 
+// resolve returns the release the docroot from resolves to. A docroot
+// the cache holds was checked (checkDocroot) when it was resolved, and is
+// not checked again; any other is checked before the Resolver makes a
+// system call with it.
+func (p *Pinner) resolve(from string) (string, error) {
+	r := p.resolver()
+	if to, ok := r.cachedSafe(from); ok {
+		return to, nil
+	}
+	if err := checkDocroot(from); err != nil {
+		return "", err
+	}
+	return r.Resolve(from)
+}
+
 // pin decides the request's release and rewrites its params into dst,
 // once. docroot is the one the Resolver resolved to the release, "" if it
 // did not.
@@ -143,15 +158,14 @@ func (p *Pinner) pin(dst []fcgi.Pair, buf *[]byte, in []fcgi.Pair) (out Pinned, 
 	if from == "" {
 		return out, "", ErrNoDocroot
 	}
-	if err := checkDocroot(from); err != nil {
-		return out, "", err
-	}
 	to := from
 	if mode == Realpath {
-		if to, err = p.resolver().Resolve(from); err != nil {
+		if to, err = p.resolve(from); err != nil {
 			return out, "", err
 		}
 		docroot = from
+	} else if err := checkDocroot(from); err != nil {
+		return out, "", err
 	}
 	params, b, err := p.rewriteConfig(from, to).RewriteBuffer(dst, in, from, to, *buf)
 	*buf = b
