@@ -181,7 +181,9 @@ func appendRecord(b []byte, id uint16, pairs []Pair) ([]byte, bool) {
 			b = appendLen(appendLen(b, nl), vl)
 		}
 		b = append(b, p.Name...)
-		b = append(b, p.Value...)
+		if vl > 0 { // a copy saved: CONTENT_TYPE, PATH_INFO and others are often empty
+			b = append(b, p.Value...)
+		}
 	}
 	n := len(b) - start - HeaderLen
 	if n > MaxContent {

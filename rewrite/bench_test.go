@@ -41,10 +41,12 @@ func BenchmarkRewriteNoPHPValue(b *testing.B) {
 
 // BenchmarkRewriteDefaults is what the daemon does against a stock php-fpm
 // pool: the request's include_path pinned and every other pinned key sent
-// with the pool's value, "", reusing dst and the buffer as the proxy does.
+// with the pool's value, "", with the Config prepared and dst and the
+// buffer reused, as the proxy does.
 func BenchmarkRewriteDefaults(b *testing.B) {
 	in := nginxParams()
-	c := Config{IncludePath: ".:/usr/share/php", Defaults: []Setting{{Key: "open_basedir"}, {Key: "auto_prepend_file"}, {Key: "auto_append_file"}}}
+	cfg := Config{IncludePath: ".:/usr/share/php", Defaults: []Setting{{Key: "open_basedir"}, {Key: "auto_prepend_file"}, {Key: "auto_append_file"}}}
+	c := cfg.Prepare()
 	dst := make([]fcgi.Pair, 0, 64)
 	var buf []byte
 	b.ReportAllocs()

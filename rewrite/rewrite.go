@@ -158,6 +158,7 @@ const (
 	smallParams   = 64 // both powers of two: the dedup table is twice as long
 	stackParams   = 128
 	stackPins     = 8
+	fewPins       = 4 // as many as DefaultPinINI has
 	stackVerbatim = 8 // verbatim INI entries remembered per param
 )
 
@@ -257,10 +258,15 @@ func rewrite(c *Config, defaults []keyDefault, dst, in []fcgi.Pair, from, to str
 	var valueVerb, adminVerb []string
 	if p.needsINI() {
 		var pins []pinSlot
-		if len(p.keys) <= stackPins {
+		switch {
+		case len(p.keys) <= fewPins:
+			// The usual keys: half the slots to clear.
+			var pinBuf [2 * fewPins]pinSlot
+			pins = pinBuf[:2*len(p.keys)]
+		case len(p.keys) <= stackPins:
 			var pinBuf [2 * stackPins]pinSlot
 			pins = pinBuf[:2*len(p.keys)]
-		} else {
+		default:
 			pins = make([]pinSlot, 2*len(p.keys))
 		}
 		valuePins, adminPins = pins[:len(p.keys)], pins[len(p.keys):]
