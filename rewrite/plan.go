@@ -220,11 +220,13 @@ func (p *plan) readINI(defaults []keyDefault, kinds []uint8, valuePins, adminPin
 		}
 	}
 	if p.c.IncludePath != "" && !p.value.hasInclude && !p.admin.hasInclude {
-		p.value.base, p.value.baseEntry = p.c.IncludePath, defaults[len(p.keys)].entry
-		p.value.hasBase = true
+		p.value.base, p.value.hasBase = p.c.IncludePath, true
+		if d := &defaults[len(p.keys)]; d.usable(&p.rep) {
+			p.value.baseEntry = d.entry
+		}
 	}
 	if len(p.c.Defaults) > 0 {
-		p.value.addDefaults(p.keys, valuePins, adminPins, defaults[:len(p.keys)])
+		p.value.addDefaults(p.keys, valuePins, adminPins, defaults[:len(p.keys)], &p.rep)
 	}
 	if err := p.value.size(p.keys, valuePins, &p.rep); err != nil {
 		return err

@@ -1,6 +1,8 @@
 package rewrite
 
 import (
+	"iter"
+	"slices"
 	"strings"
 
 	"github.com/incpathd/incpathd/fcgi"
@@ -8,14 +10,15 @@ import (
 
 // Prepared is a Config made ready to pin requests: what pinning derives
 // from the Config alone is derived once, by Config.Prepare, instead of on
-// every request: the default of each pinned key, and, for a default in
-// which no pattern can occur whatever the request, the entry written for
-// it. A Prepared pins exactly as its Config does. It never changes and may
-// be shared by goroutines; it holds a copy of the Config, so changes to the
-// Config after Prepare do not reach it.
+// every request: the default of each pinned key and the entry written for
+// it, which a request copies as it is unless the search pattern occurs in
+// the default. A Prepared pins exactly as its Config does. It never
+// changes and may be shared by goroutines; it holds a copy of the Config,
+// so changes to the Config after Prepare do not reach it.
 type Prepared struct {
 	cfg      Config
 	defaults []keyDefault // see defaultsOf
+	alone    string       // see aloneValue
 }
 
 // Prepare returns c prepared. A nil *Config prepares the zero Config.
@@ -27,6 +30,7 @@ func (c *Config) Prepare() *Prepared {
 	p.defaults = make([]keyDefault, len(p.cfg.keys())+1)
 	p.cfg.defaultsOf(p.defaults)
 	p.cfg.render(p.defaults)
+	p.alone = p.cfg.aloneValue(p.defaults)
 	return p
 }
 
@@ -38,16 +42,25 @@ func (p *Prepared) Rewrite(dst, in []fcgi.Pair, from, to string) ([]fcgi.Pair, e
 
 // RewriteBuffer is Config.RewriteBuffer with the prepared Config.
 func (p *Prepared) RewriteBuffer(dst, in []fcgi.Pair, from, to string, buf []byte) ([]fcgi.Pair, []byte, error) {
-	return rewriteBuffer(&p.cfg, p.defaults, dst, in, from, to, buf)
+	return rewriteBuffer(&p.cfg, p.defaults, p.alone, dst, in, from, to, buf)
 }
 
 // keyDefault is the default of one pinned key.
 type keyDefault struct {
 	value string
 	set   bool
-	// entry is key="value", written as it is, when no pattern can occur
-	// in value; "" otherwise, and when not prepared.
+	// entry is key="value", when prepared and value can be written so.
+	// It is what Rewrite writes for the default when the pattern does not
+	// occur in value (see usable).
 	entry string
+	free  bool // the pattern occurs in value for no request (patternFree)
+}
+
+// usable reports whether d's entry is what Rewrite would write for it in
+// a request whose pattern replacer is r: the value, with nothing to
+// replace in it.
+func (d *keyDefault) usable(r *replacer) bool {
+	return d.entry != "" && (d.free || r.count(d.value) == 0)
 }
 
 func (c *Config) keys() []string {
@@ -84,9 +97,9 @@ func (c *Config) defaultsOf(defaults []keyDefault) {
 	}
 }
 
-// render writes the entries of the defaults in which no pattern can occur
-// as Rewrite would write them. A value that cannot be written back as INI
-// is left to Rewrite, which refuses it.
+// render writes the entries of the defaults as Rewrite would write them
+// with nothing to replace. A value that cannot be written back as INI is
+// left to Rewrite, which refuses it.
 func (c *Config) render(defaults []keyDefault) {
 	keys := c.keys()
 	for k := range defaults {
@@ -94,10 +107,55 @@ func (c *Config) render(defaults []keyDefault) {
 		if k < len(keys) {
 			key = keys[k]
 		}
-		if d := &defaults[k]; d.set && c.patternFree(d.value) {
+		if d := &defaults[k]; d.set {
 			d.entry, _ = formatEntry(key, d.value)
+			d.free = c.patternFree(d.value)
 		}
 	}
+}
+
+// aloneValue returns the PHP_VALUE Rewrite adds to a request that sets
+// neither PHP_VALUE nor PHP_ADMIN_VALUE and in whose defaults the pattern
+// does not occur (see aloneUsable), when every entry of it is rendered; ""
+// when there is none.
+func (c *Config) aloneValue(defaults []keyDefault) string {
+	var entries []string
+	for k := range c.aloneDefaults(defaults) {
+		entries = append(entries, defaults[k].entry)
+	}
+	if slices.Contains(entries, "") {
+		return ""
+	}
+	return strings.Join(entries, "\n")
+}
+
+// aloneDefaults yields the indexes in defaults of the entries of
+// aloneValue, in the order Rewrite writes them: IncludePath, which stands
+// for include_path's default, then the pinned keys' defaults.
+func (c *Config) aloneDefaults(defaults []keyDefault) iter.Seq[int] {
+	return func(yield func(int) bool) {
+		keys := c.keys()
+		base := defaults[len(keys)].set
+		if base && !yield(len(keys)) {
+			return
+		}
+		for k, key := range keys {
+			if defaults[k].set && !(base && key == "include_path") && !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// aloneUsable reports whether aloneValue is what Rewrite would add to a
+// request without INI params whose pattern replacer is r.
+func (c *Config) aloneUsable(defaults []keyDefault, r *replacer) bool {
+	for k := range c.aloneDefaults(defaults) {
+		if !defaults[k].usable(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // patternFree reports whether the search pattern occurs in v for no

@@ -199,17 +199,18 @@ func (c *Config) RewriteBuffer(dst, in []fcgi.Pair, from, to string, buf []byte)
 	if n <= stackPins+1 {
 		var defaults [stackPins + 1]keyDefault
 		c.defaultsOf(defaults[:n])
-		return rewriteBuffer(c, defaults[:n], dst, in, from, to, buf)
+		return rewriteBuffer(c, defaults[:n], "", dst, in, from, to, buf)
 	}
 	defaults := make([]keyDefault, n)
 	c.defaultsOf(defaults)
-	return rewriteBuffer(c, defaults, dst, in, from, to, buf)
+	return rewriteBuffer(c, defaults, "", dst, in, from, to, buf)
 }
 
-// rewriteBuffer is RewriteBuffer with the defaults of c (see defaultsOf).
-func rewriteBuffer(c *Config, defaults []keyDefault, dst, in []fcgi.Pair, from, to string, buf []byte) ([]fcgi.Pair, []byte, error) {
+// rewriteBuffer is RewriteBuffer with the defaults of c (see defaultsOf)
+// and, if prepared, its aloneValue.
+func rewriteBuffer(c *Config, defaults []keyDefault, alone string, dst, in []fcgi.Pair, from, to string, buf []byte) ([]fcgi.Pair, []byte, error) {
 	b := buffer{b: buf[:0]}
-	dst, err := rewrite(c, defaults, dst, in, from, to, &b)
+	dst, err := rewrite(c, defaults, alone, dst, in, from, to, &b)
 	if err != nil {
 		return dst, buf, err
 	}
@@ -221,7 +222,7 @@ func rewriteBuffer(c *Config, defaults []keyDefault, dst, in []fcgi.Pair, from, 
 // configs up to stackPins pinned keys; arrays declared in a branch are only
 // zeroed when it runs, so small requests do not pay for clearing the
 // larger ones.
-func rewrite(c *Config, defaults []keyDefault, dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcgi.Pair, error) {
+func rewrite(c *Config, defaults []keyDefault, alone string, dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcgi.Pair, error) {
 	var p plan
 	if err := p.start(c, in, from, to); err != nil {
 		return dst, err
@@ -256,25 +257,29 @@ func rewrite(c *Config, defaults []keyDefault, dst, in []fcgi.Pair, from, to str
 
 	var valuePins, adminPins []pinSlot
 	var valueVerb, adminVerb []string
-	if p.needsINI() {
-		var pins []pinSlot
-		switch {
-		case len(p.keys) <= fewPins:
-			// The usual keys: half the slots to clear.
-			var pinBuf [2 * fewPins]pinSlot
-			pins = pinBuf[:2*len(p.keys)]
-		case len(p.keys) <= stackPins:
-			var pinBuf [2 * stackPins]pinSlot
-			pins = pinBuf[:2*len(p.keys)]
-		default:
-			pins = make([]pinSlot, 2*len(p.keys))
+	if p.nValue == 0 && p.nAdmin == 0 && alone != "" && c.aloneUsable(defaults, &p.rep) {
+		p.value.prebuilt(alone)
+	} else {
+		if p.needsINI() {
+			var pins []pinSlot
+			switch {
+			case len(p.keys) <= fewPins:
+				// The usual keys: half the slots to clear.
+				var pinBuf [2 * fewPins]pinSlot
+				pins = pinBuf[:2*len(p.keys)]
+			case len(p.keys) <= stackPins:
+				var pinBuf [2 * stackPins]pinSlot
+				pins = pinBuf[:2*len(p.keys)]
+			default:
+				pins = make([]pinSlot, 2*len(p.keys))
+			}
+			valuePins, adminPins = pins[:len(p.keys)], pins[len(p.keys):]
+			var verbBuf [2 * stackVerbatim]string
+			valueVerb, adminVerb = verbBuf[:stackVerbatim], verbBuf[stackVerbatim:]
 		}
-		valuePins, adminPins = pins[:len(p.keys)], pins[len(p.keys):]
-		var verbBuf [2 * stackVerbatim]string
-		valueVerb, adminVerb = verbBuf[:stackVerbatim], verbBuf[stackVerbatim:]
-	}
-	if err := p.readINI(defaults, kinds, valuePins, adminPins, valueVerb, adminVerb); err != nil {
-		return dst, err
+		if err := p.readINI(defaults, kinds, valuePins, adminPins, valueVerb, adminVerb); err != nil {
+			return dst, err
+		}
 	}
 	p.sizePaths(win)
 	if err := p.checkSizes(); err != nil {
@@ -426,6 +431,7 @@ type iniPlan struct {
 	verbLen    int            // their length
 
 	rebuild    bool
+	isBuilt    bool // out was made in advance (see prebuilt)
 	outLen     int
 	start, end int
 	out        string
@@ -521,13 +527,16 @@ func (p *iniPlan) setLater(i int, key string) bool {
 // addDefaults fills the pins of keys the request sets in neither param
 // with their Config default, if they have one. The configured include_path
 // base, when it is added, stands for include_path's.
-func (p *iniPlan) addDefaults(keys []string, pins, other []pinSlot, defaults []keyDefault) {
+func (p *iniPlan) addDefaults(keys []string, pins, other []pinSlot, defaults []keyDefault, r *replacer) {
 	for k := range defaults {
 		d := &defaults[k]
 		if !d.set || pins[k].set || other[k].set || p.hasBase && keys[k] == "include_path" {
 			continue
 		}
-		pins[k] = pinSlot{value: d.value, set: true, literal: true, entry: d.entry}
+		pins[k] = pinSlot{value: d.value, set: true, literal: true}
+		if d.usable(r) {
+			pins[k].entry = d.entry
+		}
 		p.nPinned++
 	}
 }
@@ -591,7 +600,7 @@ func (p *iniPlan) size(keys []string, pins []pinSlot, r *replacer) error {
 // entries php-fpm would never have applied, and every key still gets the
 // value of its last occurrence.
 func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string, pins []pinSlot, verb []string, r *replacer) error {
-	if !p.rebuild {
+	if !p.rebuild || p.isBuilt {
 		return nil
 	}
 	p.start = b.Len()
@@ -639,9 +648,15 @@ func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string,
 }
 
 func (p *iniPlan) slice(s string) {
-	if p.rebuild {
+	if p.rebuild && !p.isBuilt {
 		p.out = s[p.start:p.end]
 	}
+}
+
+// prebuilt makes the param v, made in advance, for a request that sets
+// neither INI param (see aloneValue): nothing to read, size or write.
+func (p *iniPlan) prebuilt(v string) {
+	p.rebuild, p.isBuilt, p.out, p.outLen = true, true, v, len(v)
 }
 
 // result returns the value to send in place of v, the value of the
