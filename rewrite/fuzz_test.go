@@ -167,6 +167,7 @@ func FuzzINI(f *testing.F) {
 	// Seeds: testdata/fuzz/FuzzINI.
 	f.Fuzz(func(t *testing.T, text string) {
 		checkRoundTrip(t, text)
+		checkScanEntry(t, text)
 		var written []string
 		for _, e := range entryList(text) {
 			key, raw, ok := splitEntry(e)
@@ -199,6 +200,24 @@ func FuzzINI(f *testing.F) {
 			require.Equal(t, w, again, "write(parse(write(x))) != write(x)")
 		}
 	})
+}
+
+// checkScanEntry checks that scanEntry splits text as nextEntry does and
+// that the '=' it finds splits each entry as splitEntry does.
+func checkScanEntry(t *testing.T, text string) {
+	t.Helper()
+	for i := 0; ; {
+		e, next, open, bad := nextEntry(text, i)
+		e2, next2, eq, open2, bad2 := scanEntry(text, i)
+		require.Equal(t, []any{e, next, open, bad}, []any{e2, next2, open2, bad2})
+		if e == "" {
+			return
+		}
+		key, raw, ok := splitEntry(e)
+		key2, raw2, ok2 := splitAt(e, eq)
+		require.Equal(t, []any{key, raw, ok}, []any{key2, raw2, ok2}, "entry %q, '=' at %d", e, eq)
+		i = next
+	}
 }
 
 // checkINI checks a PHP_VALUE or PHP_ADMIN_VALUE Rewrite sent against the

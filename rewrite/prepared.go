@@ -1,8 +1,6 @@
 package rewrite
 
 import (
-	"iter"
-	"slices"
 	"strings"
 
 	"github.com/incpathd/incpathd/fcgi"
@@ -18,7 +16,7 @@ import (
 type Prepared struct {
 	cfg      Config
 	defaults []keyDefault // see defaultsOf
-	alone    string       // see aloneValue
+	alone    alone
 }
 
 // Prepare returns c prepared. A nil *Config prepares the zero Config.
@@ -42,7 +40,7 @@ func (p *Prepared) Rewrite(dst, in []fcgi.Pair, from, to string) ([]fcgi.Pair, e
 
 // RewriteBuffer is Config.RewriteBuffer with the prepared Config.
 func (p *Prepared) RewriteBuffer(dst, in []fcgi.Pair, from, to string, buf []byte) ([]fcgi.Pair, []byte, error) {
-	return rewriteBuffer(&p.cfg, p.defaults, p.alone, dst, in, from, to, buf)
+	return rewriteBuffer(&p.cfg, p.defaults, &p.alone, dst, in, from, to, buf)
 }
 
 // keyDefault is the default of one pinned key.
@@ -114,43 +112,47 @@ func (c *Config) render(defaults []keyDefault) {
 	}
 }
 
-// aloneValue returns the PHP_VALUE Rewrite adds to a request that sets
-// neither PHP_VALUE nor PHP_ADMIN_VALUE and in whose defaults the pattern
-// does not occur (see aloneUsable), when every entry of it is rendered; ""
-// when there is none.
-func (c *Config) aloneValue(defaults []keyDefault) string {
+// alone is the PHP_VALUE Rewrite adds to a request that sets neither
+// PHP_VALUE nor PHP_ADMIN_VALUE, made in advance from the rendered
+// entries of the defaults it is made of: IncludePath, which stands for
+// include_path's default, then the pinned keys' defaults.
+type alone struct {
+	value string // "" when there is none, or an entry is not rendered
+	parts []int  // indexes in the defaults
+}
+
+// aloneValue returns c's alone.
+func (c *Config) aloneValue(defaults []keyDefault) alone {
+	var a alone
+	keys := c.keys()
+	base := defaults[len(keys)].set
+	if base {
+		a.parts = append(a.parts, len(keys))
+	}
+	for k, key := range keys {
+		if defaults[k].set && !(base && key == "include_path") {
+			a.parts = append(a.parts, k)
+		}
+	}
 	var entries []string
-	for k := range c.aloneDefaults(defaults) {
+	for _, k := range a.parts {
+		if defaults[k].entry == "" {
+			return alone{}
+		}
 		entries = append(entries, defaults[k].entry)
 	}
-	if slices.Contains(entries, "") {
-		return ""
-	}
-	return strings.Join(entries, "\n")
+	a.value = strings.Join(entries, "\n")
+	return a
 }
 
-// aloneDefaults yields the indexes in defaults of the entries of
-// aloneValue, in the order Rewrite writes them: IncludePath, which stands
-// for include_path's default, then the pinned keys' defaults.
-func (c *Config) aloneDefaults(defaults []keyDefault) iter.Seq[int] {
-	return func(yield func(int) bool) {
-		keys := c.keys()
-		base := defaults[len(keys)].set
-		if base && !yield(len(keys)) {
-			return
-		}
-		for k, key := range keys {
-			if defaults[k].set && !(base && key == "include_path") && !yield(k) {
-				return
-			}
-		}
+// usable reports whether a's value is what Rewrite would add to a request
+// without INI params whose pattern replacer is r: the pattern occurs in
+// none of its parts. a may be nil (not prepared).
+func (a *alone) usable(defaults []keyDefault, r *replacer) bool {
+	if a == nil || a.value == "" {
+		return false
 	}
-}
-
-// aloneUsable reports whether aloneValue is what Rewrite would add to a
-// request without INI params whose pattern replacer is r.
-func (c *Config) aloneUsable(defaults []keyDefault, r *replacer) bool {
-	for k := range c.aloneDefaults(defaults) {
+	for _, k := range a.parts {
 		if !defaults[k].usable(r) {
 			return false
 		}

@@ -47,12 +47,12 @@ func TestPreparedPinsAsConfig(t *testing.T) {
 func TestPreparedAloneValue(t *testing.T) {
 	cfg := Config{IncludePath: ".:/usr/share/php", Defaults: []Setting{{Key: "open_basedir"}, {Key: "auto_append_file", Value: "append.php"}}}
 	p := cfg.Prepare()
-	assert.Equal(t, `include_path=".:/usr/share/php"`+"\n"+`open_basedir=""`+"\n"+`auto_append_file="append.php"`, p.alone)
+	assert.Equal(t, `include_path=".:/usr/share/php"`+"\n"+`open_basedir=""`+"\n"+`auto_append_file="append.php"`, p.alone.value)
 
 	in := withoutParam(nginxParams(), "PHP_VALUE")
 	out, err := p.Rewrite(nil, in, testFrom, testTo)
 	require.NoError(t, err)
-	assert.Equal(t, fcgi.Pair{Name: "PHP_VALUE", Value: p.alone}, out[len(out)-1])
+	assert.Equal(t, fcgi.Pair{Name: "PHP_VALUE", Value: p.alone.value}, out[len(out)-1])
 
 	// A value that holds the docroot is pinned, as always.
 	cfg.IncludePath = ".:" + testFrom + "/lib"

@@ -199,16 +199,16 @@ func (c *Config) RewriteBuffer(dst, in []fcgi.Pair, from, to string, buf []byte)
 	if n <= stackPins+1 {
 		var defaults [stackPins + 1]keyDefault
 		c.defaultsOf(defaults[:n])
-		return rewriteBuffer(c, defaults[:n], "", dst, in, from, to, buf)
+		return rewriteBuffer(c, defaults[:n], nil, dst, in, from, to, buf)
 	}
 	defaults := make([]keyDefault, n)
 	c.defaultsOf(defaults)
-	return rewriteBuffer(c, defaults, "", dst, in, from, to, buf)
+	return rewriteBuffer(c, defaults, nil, dst, in, from, to, buf)
 }
 
 // rewriteBuffer is RewriteBuffer with the defaults of c (see defaultsOf)
-// and, if prepared, its aloneValue.
-func rewriteBuffer(c *Config, defaults []keyDefault, alone string, dst, in []fcgi.Pair, from, to string, buf []byte) ([]fcgi.Pair, []byte, error) {
+// and, if prepared, its alone.
+func rewriteBuffer(c *Config, defaults []keyDefault, alone *alone, dst, in []fcgi.Pair, from, to string, buf []byte) ([]fcgi.Pair, []byte, error) {
 	b := buffer{b: buf[:0]}
 	dst, err := rewrite(c, defaults, alone, dst, in, from, to, &b)
 	if err != nil {
@@ -222,7 +222,7 @@ func rewriteBuffer(c *Config, defaults []keyDefault, alone string, dst, in []fcg
 // configs up to stackPins pinned keys; arrays declared in a branch are only
 // zeroed when it runs, so small requests do not pay for clearing the
 // larger ones.
-func rewrite(c *Config, defaults []keyDefault, alone string, dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcgi.Pair, error) {
+func rewrite(c *Config, defaults []keyDefault, alone *alone, dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcgi.Pair, error) {
 	var p plan
 	if err := p.start(c, in, from, to); err != nil {
 		return dst, err
@@ -257,8 +257,8 @@ func rewrite(c *Config, defaults []keyDefault, alone string, dst, in []fcgi.Pair
 
 	var valuePins, adminPins []pinSlot
 	var valueVerb, adminVerb []string
-	if p.nValue == 0 && p.nAdmin == 0 && alone != "" && c.aloneUsable(defaults, &p.rep) {
-		p.value.prebuilt(alone)
+	if p.nValue == 0 && p.nAdmin == 0 && alone.usable(defaults, &p.rep) {
+		p.value.prebuilt(alone.value)
 	} else {
 		if p.needsINI() {
 			var pins []pinSlot
@@ -457,7 +457,7 @@ func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, 
 		}
 		v := in[i].Value
 		for j := 0; ; {
-			e, next, open, bad := nextEntry(v, j)
+			e, next, eq, open, bad := scanEntry(v, j)
 			if e == "" {
 				break
 			}
@@ -468,7 +468,7 @@ func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, 
 				return fmt.Errorf("%w: quoted section name in %s", ErrINIValue, p.name)
 			}
 			j = next
-			key, raw, ok := splitEntry(e)
+			key, raw, ok := splitAt(e, eq)
 			if ok {
 				if key == "include_path" {
 					p.hasInclude = true
@@ -654,7 +654,7 @@ func (p *iniPlan) slice(s string) {
 }
 
 // prebuilt makes the param v, made in advance, for a request that sets
-// neither INI param (see aloneValue): nothing to read, size or write.
+// neither INI param (see alone): nothing to read, size or write.
 func (p *iniPlan) prebuilt(v string) {
 	p.rebuild, p.isBuilt, p.out, p.outLen = true, true, v, len(v)
 }
