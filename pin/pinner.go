@@ -33,7 +33,8 @@ type Pinner struct {
 	// holds AllowRoots. If nil, every request is resolved anew, with no
 	// roots.
 	Resolver *Resolver
-	// Rewrite says how params are pinned.
+	// Rewrite says how params are pinned. The first Pin prepares it
+	// (rewrite.Config.Prepare): later changes to it are not seen.
 	Rewrite rewrite.Config
 	// Releases, if not nil, counts the requests in flight per release (the
 	// resolved docroot), for drains.
