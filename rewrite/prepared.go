@@ -10,9 +10,10 @@ import (
 // from the Config alone is derived once, by Config.Prepare, instead of on
 // every request: the default of each pinned key and the entry written for
 // it, which a request copies as it is unless the search pattern occurs in
-// the default. A Prepared pins exactly as its Config does. It never
-// changes and may be shared by goroutines; it holds a copy of the Config,
-// so changes to the Config after Prepare do not reach it.
+// the default, and the whole PHP_VALUE added to a request that sends none.
+// A Prepared pins exactly as its Config does. It never changes and may be
+// shared by goroutines; it holds a copy of the Config, so changes to the
+// Config after Prepare do not reach it.
 type Prepared struct {
 	cfg      Config
 	defaults []keyDefault // see defaultsOf

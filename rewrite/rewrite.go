@@ -412,7 +412,7 @@ type pinSlot struct {
 	value   string // raw read as a literal
 	set     bool
 	literal bool   // value is a Config default, not read from raw
-	entry   string // the default's entry, when prepared (see keyDefault)
+	entry   string // the default's entry, when usable (see keyDefault)
 }
 
 // iniPlan rewrites PHP_VALUE or PHP_ADMIN_VALUE.
@@ -421,7 +421,7 @@ type iniPlan struct {
 	kind      uint8
 	n         int    // occurrences in the request
 	base      string // Config.IncludePath, added when hasBase
-	baseEntry string // its entry, when prepared (see rules)
+	baseEntry string // its entry, when usable (see keyDefault)
 	hasBase   bool
 
 	hasInclude bool           // the request sets include_path
