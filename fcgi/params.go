@@ -61,19 +61,24 @@ func inPlace(b []byte) string {
 func decodeParams(dst []Pair, b string, max int) ([]Pair, error) {
 	s := b
 	for count := 0; len(s) > 0; count++ {
-		if count == max {
+		// Most pairs go through decodeShort; this loop takes the rest
+		// one at a time, and grows dst.
+		n := len(dst)
+		if dst, s = decodeShort(dst, s, max-count); len(s) == 0 {
+			break
+		}
+		if count += len(dst) - n; count == max {
 			return dst, fmt.Errorf("%w: more than %d params", ErrParamsTooLarge, max)
 		}
-		nl, n, ok := pairLen(s)
-		if !ok {
-			return dst, fmt.Errorf("%w: bad length at byte %d", ErrBadParams, len(b)-len(s))
+		var nl, vl uint32
+		if len(s) >= 2 && s[0]|s[1] < 0x80 {
+			nl, vl, s = uint32(s[0]), uint32(s[1]), s[2:]
+		} else {
+			var err error
+			if nl, vl, s, err = pairLens(s, len(b)); err != nil {
+				return dst, err
+			}
 		}
-		s = s[n:]
-		vl, n, ok := pairLen(s)
-		if !ok {
-			return dst, fmt.Errorf("%w: bad length at byte %d", ErrBadParams, len(b)-len(s))
-		}
-		s = s[n:]
 		if uint64(nl)+uint64(vl) > uint64(len(s)) {
 			return dst, fmt.Errorf("%w: pair of %d+%d bytes with %d left", ErrBadParams, nl, vl, len(s))
 		}
@@ -81,6 +86,39 @@ func decodeParams(dst []Pair, b string, max int) ([]Pair, error) {
 		s = s[nl+vl:]
 	}
 	return dst, nil
+}
+
+// decodeShort appends to dst, as far as its capacity goes and up to max
+// pairs (no bound if max is negative), the pairs at the start of s whose
+// lengths take one byte each and that s holds whole, and returns the rest
+// of s. It makes no call, so that its loop keeps its state in registers.
+func decodeShort(dst []Pair, s string, max int) ([]Pair, string) {
+	for n := len(dst); n < cap(dst) && max != 0 && len(s) >= 2 && s[0]|s[1] < 0x80; n++ {
+		nl, vl := int(s[0]), int(s[1])
+		if 2+nl+vl > len(s) {
+			break
+		}
+		dst = dst[:n+1]
+		dst[n] = Pair{Name: s[2 : 2+nl], Value: s[2+nl : 2+nl+vl]}
+		s = s[2+nl+vl:]
+		max--
+	}
+	return dst, s
+}
+
+// pairLens decodes the two lengths at the start of s, a pair of the
+// stream of total bytes, and returns them with the rest of s.
+func pairLens(s string, total int) (nl, vl uint32, rest string, err error) {
+	nl, n, ok := pairLen(s)
+	if !ok {
+		return 0, 0, s, fmt.Errorf("%w: bad length at byte %d", ErrBadParams, total-len(s))
+	}
+	s = s[n:]
+	vl, n, ok = pairLen(s)
+	if !ok {
+		return 0, 0, s, fmt.Errorf("%w: bad length at byte %d", ErrBadParams, total-len(s))
+	}
+	return nl, vl, s[n:], nil
 }
 
 // pairLen decodes a 1- or 4-byte length and returns it with the bytes read.
@@ -117,6 +155,44 @@ func AppendPair(b []byte, p Pair) []byte {
 	return append(b, p.Value...)
 }
 
+// appendRecord appends to b, within its capacity, pairs as one PARAMS
+// record for request id followed by the empty one, and reports whether they
+// fit: the buffer's room and one record's content. It sizes the record as
+// it goes, one pass over the pairs instead of two; b's bytes past its
+// length are only scratch until the caller writes them.
+func appendRecord(b []byte, id uint16, pairs []Pair) ([]byte, bool) {
+	start := len(b)
+	if cap(b)-start < 2*HeaderLen {
+		return b, false
+	}
+	b = appendHeader(b, TypeParams, id, 0) // its length is set below
+	room := cap(b) - HeaderLen             // for the empty record
+	for _, p := range pairs {
+		nl, vl := len(p.Name), len(p.Value)
+		if nl < 128 && vl < 128 {
+			if len(b)+2+nl+vl > room {
+				return b, false
+			}
+			b = append(b, byte(nl), byte(vl))
+		} else {
+			if len(b)+PairSize(p) > room {
+				return b, false
+			}
+			b = appendLen(appendLen(b, nl), vl)
+		}
+		b = append(b, p.Name...)
+		if vl > 0 { // a copy saved: CONTENT_TYPE, PATH_INFO and others are often empty
+			b = append(b, p.Value...)
+		}
+	}
+	n := len(b) - start - HeaderLen
+	if n > MaxContent {
+		return b, false
+	}
+	b[start+4], b[start+5] = byte(n>>8), byte(n)
+	return appendHeader(b, TypeParams, id, 0), true
+}
+
 func appendLen(b []byte, n int) []byte {
 	if n < 128 {
 		return append(b, byte(n))
@@ -129,24 +205,19 @@ func appendLen(b []byte, n int) []byte {
 // requires; a pair that cannot fit one record is refused before anything is
 // written.
 func (w *Writer) WriteParams(id uint16, pairs []Pair) error {
-	total := 0
-	for _, p := range pairs {
-		n := PairSize(p)
-		if n > MaxContent {
-			return fmt.Errorf("%w: %.64q is %d bytes", ErrParamTooLarge, p.Name, n)
-		}
-		total += n
-	}
 	// The usual request: one record, and room for it and the empty one in
 	// the buffer. Encode in place, a copy per pair instead of a call per
 	// byte.
-	if len(pairs) > 0 && total <= MaxContent && w.w.Available() >= total+2*HeaderLen {
-		b := appendHeader(w.w.AvailableBuffer(), TypeParams, id, total)
-		for _, p := range pairs {
-			b = AppendPair(b, p)
+	if len(pairs) > 0 {
+		if b, ok := appendRecord(w.w.AvailableBuffer(), id, pairs); ok {
+			_, err := w.w.Write(b)
+			return err
 		}
-		_, err := w.w.Write(appendHeader(b, TypeParams, id, 0))
-		return err
+	}
+	for _, p := range pairs {
+		if n := PairSize(p); n > MaxContent {
+			return fmt.Errorf("%w: %.64q is %d bytes", ErrParamTooLarge, p.Name, n)
+		}
 	}
 	for len(pairs) > 0 {
 		n, size := 0, 0

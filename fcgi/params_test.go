@@ -181,7 +181,8 @@ func TestWriteParamsEncoding(t *testing.T) {
 	for _, tt := range tests {
 		// A buffer with room for the whole stream takes the path that
 		// encodes in place; a small one, or one partly filled, the other.
-		for _, size := range []int{4096, 16} {
+		// A buffer of exactly the stream's size still has room.
+		for _, size := range []int{4096, 16, len(tt.want), len(tt.want) - 1} {
 			for _, fill := range []int{0, 10} {
 				t.Run(fmt.Sprintf("%s/buffer %d filled %d", tt.desc, size, fill), func(t *testing.T) {
 					var buf bytes.Buffer
@@ -266,17 +267,20 @@ func TestWriteParamsTooLarge(t *testing.T) {
 		{"huge name", []Pair{{strings.Repeat("n", 70000), ""}}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.desc, func(t *testing.T) {
-			var buf bytes.Buffer
-			bw := bufio.NewWriter(&buf)
-			w := NewWriter(bw)
-			err := w.WriteParams(1, tt.pairs)
-			require.ErrorIs(t, err, ErrParamTooLarge)
-			assert.Zero(t, w.Buffered(), "nothing may be written")
-			require.NoError(t, bw.Flush())
-			assert.Zero(t, buf.Len(), "nothing may be written")
-			assert.Less(t, len(err.Error()), 200, "error message repeats the pair: %.80q", err.Error())
-		})
+		// A buffer large enough for the pair tries it in place first.
+		for _, size := range []int{4096, 2 << 20} {
+			t.Run(fmt.Sprintf("%s/buffer %d", tt.desc, size), func(t *testing.T) {
+				var buf bytes.Buffer
+				bw := bufio.NewWriterSize(&buf, size)
+				w := NewWriter(bw)
+				err := w.WriteParams(1, tt.pairs)
+				require.ErrorIs(t, err, ErrParamTooLarge)
+				assert.Zero(t, w.Buffered(), "nothing may be written")
+				require.NoError(t, bw.Flush())
+				assert.Zero(t, buf.Len(), "nothing may be written")
+				assert.Less(t, len(err.Error()), 200, "error message repeats the pair: %.80q", err.Error())
+			})
+		}
 	}
 }
 

@@ -32,6 +32,13 @@ const (
 // Name does not allocate for the common front ends, or for names that are
 // already lower case.
 func Name(params []fcgi.Pair) string {
+	name, _ := nameAndDocroot(params)
+	return name
+}
+
+// nameAndDocroot returns Name(params) and the value of the last
+// DOCUMENT_ROOT param, in one pass over the params.
+func nameAndDocroot(params []fcgi.Pair) (name, docroot string) {
 	var sapi, software string
 	for i := range params {
 		switch params[i].Name {
@@ -39,12 +46,14 @@ func Name(params []fcgi.Pair) string {
 			sapi = params[i].Value
 		case ParamServerSoftware:
 			software = params[i].Value
+		case "DOCUMENT_ROOT":
+			docroot = params[i].Value
 		}
 	}
 	if s := strings.TrimSpace(sapi); s != "" {
-		return lower(s)
+		return lower(s), docroot
 	}
-	return lower(productToken(software))
+	return lower(productToken(software)), docroot
 }
 
 // productToken returns the first product name of a SERVER_SOFTWARE value:
@@ -69,6 +78,11 @@ var known = [...]string{
 
 // lower returns s in lower case, as a constant for the known names.
 func lower(s string) string {
+	for _, k := range known {
+		if k == s {
+			return k // already lower case, the usual spelling
+		}
+	}
 	for _, k := range known {
 		if len(k) == len(s) && strings.EqualFold(k, s) {
 			return k

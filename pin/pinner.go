@@ -33,7 +33,8 @@ type Pinner struct {
 	// holds AllowRoots. If nil, every request is resolved anew, with no
 	// roots.
 	Resolver *Resolver
-	// Rewrite says how params are pinned.
+	// Rewrite says how params are pinned. The first Pin prepares it
+	// (rewrite.Config.Prepare): later changes to it are not seen.
 	Rewrite rewrite.Config
 	// Releases, if not nil, counts the requests in flight per release (the
 	// resolved docroot), for drains.
@@ -49,6 +50,7 @@ type Pinner struct {
 	Logger *slog.Logger
 
 	initOnce sync.Once
+	prepared *rewrite.Prepared // Rewrite's, made by the first Pin
 	learn    poolDefaults
 }
 
@@ -108,7 +110,7 @@ const repinAttempts = 3
 // old release. With the same reasoning, Done must come only after the
 // request has ended upstream.
 func (p *Pinner) Pin(dst []fcgi.Pair, buf []byte, in []fcgi.Pair) (Pinned, error) {
-	p.initOnce.Do(p.initPoolDefaults)
+	p.initOnce.Do(p.init)
 	for attempt := 1; ; attempt++ {
 		out, docroot, err := p.pin(dst, &buf, in)
 		if err != nil {
@@ -127,30 +129,44 @@ func (p *Pinner) Pin(dst []fcgi.Pair, buf []byte, in []fcgi.Pair) (Pinned, error
 	}
 }
 
+// resolve returns the release the docroot from resolves to. A docroot
+// the cache holds was checked (checkDocroot) when it was resolved, and is
+// not checked again; any other is checked before the Resolver makes a
+// system call with it.
+func (p *Pinner) resolve(from string) (string, error) {
+	r := p.resolver()
+	if to, ok := r.cachedSafe(from); ok {
+		return to, nil
+	}
+	if err := checkDocroot(from); err != nil {
+		return "", err
+	}
+	return r.Resolve(from)
+}
+
 // pin decides the request's release and rewrites its params into dst,
 // once. docroot is the one the Resolver resolved to the release, "" if it
 // did not.
 func (p *Pinner) pin(dst []fcgi.Pair, buf *[]byte, in []fcgi.Pair) (out Pinned, docroot string, err error) {
-	out = Pinned{Params: dst, FrontEnd: Name(in)}
+	name, from := nameAndDocroot(in)
+	out = Pinned{Params: dst, FrontEnd: name}
 	defer func() { out.Buf = *buf }()
 	mode := p.Policy.Mode(out.FrontEnd)
 	if mode == Passthrough {
 		out.Params, err = p.passthrough(dst, in)
 		return out, "", err
 	}
-	from := fcgi.Param(in, "DOCUMENT_ROOT")
 	if from == "" {
 		return out, "", ErrNoDocroot
 	}
-	if err := checkDocroot(from); err != nil {
-		return out, "", err
-	}
 	to := from
 	if mode == Realpath {
-		if to, err = p.resolver().Resolve(from); err != nil {
+		if to, err = p.resolve(from); err != nil {
 			return out, "", err
 		}
 		docroot = from
+	} else if err := checkDocroot(from); err != nil {
+		return out, "", err
 	}
 	params, b, err := p.rewriteConfig(from, to).RewriteBuffer(dst, in, from, to, *buf)
 	*buf = b

@@ -29,14 +29,21 @@ const poolRetry = 5 * time.Second
 // the pool would have given it. Only the workers know that value (php.ini
 // plus the pool's php_value and php_admin_value), hence the call.
 type poolDefaults struct {
-	cfg     atomic.Pointer[rewrite.Config] // once learned
-	mu      sync.Mutex                     // one attempt at a time
-	failed  atomic.Int64                   // UnixNano of the last failed attempt; 0: none
-	missing []string                       // keys to learn; nil: nothing to learn
+	cfg     atomic.Pointer[learned] // once learned
+	mu      sync.Mutex              // one attempt at a time
+	failed  atomic.Int64            // UnixNano of the last failed attempt; 0: none
+	missing []string                // keys to learn; nil: nothing to learn
 }
 
-// initPoolDefaults finds the keys to learn.
-func (p *Pinner) initPoolDefaults() {
+// learned is Pinner.Rewrite with the pool's values added as defaults.
+type learned struct {
+	cfg      rewrite.Config
+	prepared *rewrite.Prepared // cfg's
+}
+
+// init prepares Rewrite, and finds the keys to learn.
+func (p *Pinner) init() {
+	p.prepared = p.Rewrite.Prepare()
 	if p.PoolINI == nil {
 		return
 	}
@@ -53,35 +60,35 @@ func (p *Pinner) initPoolDefaults() {
 	}
 }
 
-// rewriteConfig returns the Config requests are pinned with: Rewrite, with
-// the pool's values added as defaults once they are known. from and to are
-// the request's docroots, unresolved and resolved.
-func (p *Pinner) rewriteConfig(from, to string) *rewrite.Config {
+// rewriteConfig returns the Config requests are pinned with, prepared:
+// Rewrite, with the pool's values added as defaults once they are known.
+// from and to are the request's docroots, unresolved and resolved.
+func (p *Pinner) rewriteConfig(from, to string) *rewrite.Prepared {
 	if c := p.learn.cfg.Load(); c != nil {
-		return c
+		return c.prepared
 	}
 	if len(p.learn.missing) == 0 || p.learn.retryLater() {
-		return &p.Rewrite
+		return p.prepared
 	}
 	return p.learnPool(from, to)
 }
 
-func (p *Pinner) learnPool(from, to string) *rewrite.Config {
+func (p *Pinner) learnPool(from, to string) *rewrite.Prepared {
 	l := &p.learn
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if c := l.cfg.Load(); c != nil {
-		return c
+		return c.prepared
 	}
 	if l.retryLater() {
-		return &p.Rewrite
+		return p.prepared
 	}
 	values, err := p.PoolINI(context.Background(), l.missing)
 	if err != nil {
 		l.failed.Store(time.Now().UnixNano())
 		p.logger().Error("cannot learn the php-fpm pool's ini values; requests that do not set them are pinned without them, and a value an earlier request set stays in the worker; set --pin-default for each key, or let php-fpm read --pool-probe-dir",
 			"keys", l.missing, "err", err)
-		return &p.Rewrite
+		return p.prepared
 	}
 	c := p.Rewrite
 	c.Defaults = slices.Clone(c.Defaults)
@@ -97,8 +104,9 @@ func (p *Pinner) learnPool(from, to string) *rewrite.Config {
 		}
 	}
 	p.logger().Info("learned the php-fpm pool's ini values", "defaults", c.Defaults)
-	l.cfg.Store(&c)
-	return &c
+	got := &learned{cfg: c, prepared: c.Prepare()}
+	l.cfg.Store(got)
+	return got.prepared
 }
 
 // retryLater reports whether an attempt failed less than poolRetry ago:

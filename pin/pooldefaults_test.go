@@ -81,7 +81,7 @@ func TestPoolDefaultsUnpinsAnEarlierPin(t *testing.T) {
 		},
 	}
 	out := mustPin(t, p, nginxParams(current)).Params
-	assert.Equal(t, []rewrite.Setting{{Key: "open_basedir", Value: current + "/lib:/tmp:" + current}}, p.learn.cfg.Load().Defaults)
+	assert.Equal(t, []rewrite.Setting{{Key: "open_basedir", Value: current + "/lib:/tmp:" + current}}, p.learn.cfg.Load().cfg.Defaults)
 	assert.Contains(t, fcgi.Param(out, "PHP_VALUE"), `open_basedir="`+a+`/lib:/tmp:`+a+`"`)
 }
 

@@ -154,6 +154,7 @@ type entry struct {
 	resolved string
 	expires  int64 // in ticks
 	watched  bool  // kept until Forget: expires is math.MaxInt64
+	safe     bool  // the docroot has no NUL byte and no ".." component
 }
 
 // call is one resolution under way. The waiters read resolved and err after
@@ -196,14 +197,46 @@ func (r *Resolver) Resolve(docroot string) (string, error) {
 		r.misses.Add(1)
 		return r.resolve(docroot)
 	}
-	now := r.ticks()
-	if v, ok := r.cache.Load(docroot); ok {
-		if e := v.(*entry); now < e.expires {
-			r.hits.Add(1)
-			return e.resolved, nil
-		}
+	e, now := r.lookup(docroot)
+	if e == nil {
+		return r.fill(docroot, now)
 	}
-	return r.fill(docroot, now)
+	return e.resolved, nil
+}
+
+// cachedSafe returns the cached resolution of docroot if there is one and
+// docroot is safe to pass to a system call (pathsafe.Unsafe, checked when
+// it was resolved), counted as a hit. ok is false on a miss: Resolve then
+// answers.
+func (r *Resolver) cachedSafe(docroot string) (resolved string, ok bool) {
+	if r.Every <= 0 {
+		return "", false
+	}
+	if e, _ := r.lookup(docroot); e != nil && e.safe {
+		return e.resolved, true
+	}
+	return "", false
+}
+
+// lookup returns the cache's entry for docroot, counted as a hit, or nil
+// and the time to resolve it from.
+func (r *Resolver) lookup(docroot string) (*entry, int64) {
+	v, ok := r.cache.Load(docroot)
+	if !ok {
+		return nil, r.ticks()
+	}
+	// A watched entry never expires: no need to read the clock.
+	e := v.(*entry)
+	if e.watched {
+		r.hits.Add(1)
+		return e, 0
+	}
+	now := r.ticks()
+	if now < e.expires {
+		r.hits.Add(1)
+		return e, 0
+	}
+	return nil, now
 }
 
 // fill resolves docroot after a cache miss, or waits for the resolution
@@ -251,7 +284,7 @@ func (r *Resolver) lead(key string, c *call, start int64) {
 			if expires < start || c.watched {
 				expires = math.MaxInt64 // a huge Every, or watched: cached until Forget
 			}
-			r.store(key, &entry{resolved: c.resolved, expires: expires, watched: c.watched})
+			r.store(key, &entry{resolved: c.resolved, expires: expires, watched: c.watched, safe: pathsafe.Unsafe(key) == ""})
 		}
 		r.mu.Unlock()
 		close(c.done)
@@ -328,7 +361,7 @@ func (r *Resolver) Stale(docroot, resolved string) bool {
 		return true
 	}
 	e := v.(*entry)
-	return e.resolved != resolved || r.ticks() >= e.expires
+	return e.resolved != resolved || !e.watched && r.ticks() >= e.expires
 }
 
 // Entry is a resolution in the cache.

@@ -38,3 +38,29 @@ func BenchmarkRewriteNoPHPValue(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRewriteDefaults is what the daemon does against a stock php-fpm
+// pool: the request's include_path pinned and every other pinned key sent
+// with the pool's value, "", with the Config prepared and dst and the
+// buffer reused, as the proxy does.
+func BenchmarkRewriteDefaults(b *testing.B) {
+	b.Run("php_value", func(b *testing.B) { benchRewriteDefaults(b, nginxParams()) })
+	// The web server sends no PHP_VALUE: the one incpathd adds is made
+	// once, by Prepare.
+	b.Run("none", func(b *testing.B) { benchRewriteDefaults(b, withoutParam(nginxParams(), "PHP_VALUE")) })
+}
+
+func benchRewriteDefaults(b *testing.B, in []fcgi.Pair) {
+	cfg := Config{IncludePath: ".:/usr/share/php", Defaults: []Setting{{Key: "open_basedir"}, {Key: "auto_prepend_file"}, {Key: "auto_append_file"}}}
+	c := cfg.Prepare()
+	dst := make([]fcgi.Pair, 0, 64)
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		dst, buf, err = c.RewriteBuffer(dst[:0], in, testFrom, testTo, buf)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -9,6 +9,9 @@ import (
 
 // Duplicate names are found with a small open-addressing hash table of
 // param indexes, on the stack for ordinary requests: no map, no allocation.
+// The table answers, for each param in turn, which param first had its
+// name; classify fills win with it: the index of the last param with the
+// same name for the first with its name, -1 for the others.
 //
 // The first try hashes only a name's length and its first and last eight
 // bytes, which tells every CGI and header name of a real request apart for
@@ -29,70 +32,97 @@ var (
 	fastSeed = maphash.Comparable(nameSeed, 0) | 1
 )
 
-// dedup sets win[i] for every param i: the index of the last param with
-// the same name if i is the first with its name, else -1. tab must be
-// zeroed, with a power-of-two length of at least 2*len(in).
-func dedup(in []fcgi.Pair, win []int32, tab []uint32) {
-	if !dedupWith(in, win, tab, false) {
-		clear(tab)
-		dedupWith(in, win, tab, true)
+// table is that hash table: an entry holds a
+// param's index plus one in its low bits (idx) and bits of the name's hash
+// above them, so that a probe passes over other names without reading
+// them.
+type table struct {
+	tab   []uint32
+	shift uint   // a hash's top bits pick its slot
+	mask  uint64 // len(tab) - 1
+	idx   uint32 // the bits that hold the index
+}
+
+func newTable(tab []uint32, n int) table {
+	return table{
+		tab:   tab,
+		shift: 64 - uint(bits.TrailingZeros(uint(len(tab)))),
+		mask:  uint64(len(tab) - 1),
+		idx:   uint32(1)<<bits.Len(uint(n)) - 1,
 	}
 }
 
-// dedupWith fills win using the fast hash or, if strong, maphash. It
-// reports false when the fast hash met a probe sequence longer than
-// maxProbe; win and tab are then left half done.
-//
-// A table entry holds a param's index plus one in its low bits and bits of
-// the name's hash above them, so that a probe passes over other names
-// without reading them.
-func dedupWith(in []fcgi.Pair, win []int32, tab []uint32, strong bool) bool {
-	shift := 64 - uint(bits.TrailingZeros(uint(len(tab))))
-	mask := uint64(len(tab) - 1)
-	idxMask := uint32(1)<<bits.Len(uint(len(in))) - 1
+// h32 is the bits of hash h a table entry holds above the index.
+func h32(h uint64, idx uint32) uint32 { return uint32(h) &^ idx }
+
+// dedup fills win for every param i: the index of the last param with the
+// same name if i is the first with its name, else -1. tab must be zeroed.
+// It reports whether any name occurs twice.
+func dedup(in []fcgi.Pair, win []int32, tab []uint32) (dups bool) {
+	dups, ok := dedupWith(in, win, tab, fastHash, maxProbe)
+	if !ok {
+		clear(tab)
+		dups, _ = dedupWith(in, win, tab, strongHash, len(tab))
+	}
+	return dups
+}
+
+// dedupWith is dedup with the hash function hash, giving up (ok false) on a
+// probe sequence longer than maxProbe.
+func dedupWith(in []fcgi.Pair, win []int32, tab []uint32, hash func(string) uint64, maxProbe int) (dups, ok bool) {
+	t := newTable(tab, len(in))
 	for i := range in {
-		name := in[i].Name
-		var h uint64
-		if strong {
-			h = maphash.String(nameSeed, name)
-		} else {
-			h = fastHash(name)
-		}
-		tag := uint32(h) &^ idxMask
-		slot := h >> shift
 		win[i] = int32(i)
-		for probe := 0; ; probe++ {
-			t := tab[slot]
-			if t == 0 {
-				tab[slot] = tag | uint32(i+1)
-				break
-			}
-			if t&^idxMask == tag {
-				if f := int(t&idxMask) - 1; in[f].Name == name {
-					win[f], win[i] = int32(i), -1
-					break
-				}
-			}
-			if !strong && probe == maxProbe {
-				return false
-			}
-			slot = (slot + 1) & mask
+		first := t.insert(in, i, hash(in[i].Name), maxProbe)
+		if first < 0 {
+			return dups, false
+		}
+		if first != i {
+			win[first], win[i] = int32(i), -1
+			dups = true
 		}
 	}
-	return true
+	return dups, true
+}
+
+func strongHash(s string) uint64 { return maphash.String(nameSeed, s) }
+
+// insert looks up the name of param i, whose hash is h: it returns the
+// first param with that name, or i itself if there is none yet (then i is
+// added). It gives up, returning -1, when it would probe more than
+// maxProbe slots past the first.
+func (t *table) insert(in []fcgi.Pair, i int, h uint64, maxProbe int) int {
+	tag := h32(h, t.idx)
+	slot := h >> t.shift
+	for probe := 0; probe <= maxProbe; probe++ {
+		e := t.tab[slot]
+		if e == 0 {
+			t.tab[slot] = tag | uint32(i+1)
+			return i
+		}
+		if e&^t.idx == tag {
+			if f := int(e&t.idx) - 1; in[f].Name == in[i].Name {
+				return f
+			}
+		}
+		slot = (slot + 1) & t.mask
+	}
+	return -1
 }
 
 // fastHash mixes a name's length and its first and last eight bytes (or
 // what there is of them) with one multiplication; its high bits pick the
-// table slot. It is small enough to be inlined.
+// table slot.
 func fastHash(s string) uint64 {
-	var a, b uint64
 	if len(s) >= 8 {
-		a, b = load64(s, 0), load64(s, len(s)-8)
-	} else {
-		a = loadShort(s)
+		return mix(load64(s, 0), load64(s, len(s)-8), len(s))
 	}
-	return ((a ^ fastSeed) + bits.RotateLeft64(b, 31) + uint64(len(s))) * 0x9e3779b97f4a7c15
+	return mix(loadShort(s), 0, len(s))
+}
+
+// mix is fastHash's mixing step, small enough to be inlined.
+func mix(a, b uint64, n int) uint64 {
+	return ((a ^ fastSeed) + bits.RotateLeft64(b, 31) + uint64(n)) * 0x9e3779b97f4a7c15
 }
 
 // loadShort packs a string of fewer than eight bytes into an integer.

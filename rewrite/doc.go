@@ -158,16 +158,24 @@
 // checkSizes, write (every new value into one buffer) and send (each name
 // once, into dst). A change to one rule is a change to one pass; the
 // INI reading is ini.go, the path rules path.go and pin.go, the duplicate
-// table dedup.go. BenchmarkRewrite guards the cost.
+// table dedup.go. What depends on the Config alone (each pinned key's
+// default, the entry written for it, the PHP_VALUE added to a request
+// without one) is derived once by [Config.Prepare] (prepared.go); a
+// [Prepared] pins exactly as its Config, and [Config.Rewrite] derives the
+// same per call, without the rendered entries. BenchmarkRewrite and
+// BenchmarkRewriteDefaults guard the cost.
 //
 // # Cost
 //
 // Rewrite uses no maps, no regular expressions and no fmt on its success
-// path. It allocates nothing when no value changes, and otherwise once: the
-// new SCRIPT_FILENAME, PATH_TRANSLATED, PHP_VALUE and PHP_ADMIN_VALUE are
-// written into one buffer, sized in advance, and sliced. dst grows once if
-// its capacity is short of len(in)+1; reuse it, or rewrite in place with
-// dst = in[:0]. Duplicate names are found with a small hash table on the
-// stack; requests of more than 128 params and configs of more than 8
-// pinned keys allocate their tables.
+// path. classify is the only pass over every param; unless names repeat,
+// the passes after it visit only the few params it recorded, and send
+// copies the runs between them. It allocates nothing when no value
+// changes, and otherwise once: the new SCRIPT_FILENAME, PATH_TRANSLATED,
+// PHP_VALUE and PHP_ADMIN_VALUE are written into one buffer, sized in
+// advance, and sliced. dst grows once if its capacity is short of
+// len(in)+1; reuse it, or rewrite in place with dst = in[:0]. Duplicate
+// names are found with a small hash table on the stack; requests of more
+// than 128 params and configs of more than 8 pinned keys allocate their
+// tables.
 package rewrite

@@ -14,6 +14,9 @@ const (
 // insensitively, then everything up to the first '/'; with no '/' after
 // the host there is no path, and php-fpm leaves the value alone, so 0.
 func proxyPrefixLen(v string) int {
+	if v == "" || v[0] != 'p' && v[0] != 'P' {
+		return 0 // a path, the usual value: no prefix to compare
+	}
 	var n int
 	switch {
 	case hasPrefixFold(v, proxyFCGIPrefix):

@@ -61,6 +61,13 @@ func FuzzRewrite(f *testing.F) {
 		require.Equal(t, orig, in, "in modified")
 		checkFits(t, in, out, err)
 
+		// Prepared, the Config pins the same, with and without defaults,
+		// which Prepare writes in advance when no pattern can occur in them.
+		checkPrepared(t, &cfg, in, from, to)
+		withDefaults := cfg
+		withDefaults.Defaults = []Setting{{Key: "open_basedir", Value: base}, {Key: "auto_append_file"}, {Key: "open_basedir", Value: "/x"}}
+		checkPrepared(t, &withDefaults, in, from, to)
+
 		// A long resolved docroot makes every pinned value grow, until
 		// some no longer fit one record: refused, never cut.
 		long := strings.TrimRight(to, "/") + strings.Repeat("/release", 1500)
@@ -125,6 +132,14 @@ func FuzzRewrite(f *testing.F) {
 	})
 }
 
+// checkPrepared checks that cfg prepared pins in as cfg does.
+func checkPrepared(t *testing.T, cfg *Config, in []fcgi.Pair, from, to string) {
+	t.Helper()
+	want, wantErr := cfg.Rewrite(nil, in, from, to)
+	got, gotErr := cfg.Prepare().Rewrite(nil, in, from, to)
+	require.Equal(t, formatResult(want, wantErr), formatResult(got, gotErr), "prepared")
+}
+
 // checkFits checks the limit property: every pair Rewrite sends fits one
 // FastCGI record, unless the web server sent it that large (the proxy
 // refuses those when it writes them), or Rewrite refused the request with
@@ -152,6 +167,7 @@ func FuzzINI(f *testing.F) {
 	// Seeds: testdata/fuzz/FuzzINI.
 	f.Fuzz(func(t *testing.T, text string) {
 		checkRoundTrip(t, text)
+		checkScanEntry(t, text)
 		var written []string
 		for _, e := range entryList(text) {
 			key, raw, ok := splitEntry(e)
@@ -184,6 +200,24 @@ func FuzzINI(f *testing.F) {
 			require.Equal(t, w, again, "write(parse(write(x))) != write(x)")
 		}
 	})
+}
+
+// checkScanEntry checks that scanEntry splits text as nextEntry does and
+// that the '=' it finds splits each entry as splitEntry does.
+func checkScanEntry(t *testing.T, text string) {
+	t.Helper()
+	for i := 0; ; {
+		e, next, open, bad := nextEntry(text, i)
+		e2, next2, eq, open2, bad2 := scanEntry(text, i)
+		require.Equal(t, []any{e, next, open, bad}, []any{e2, next2, open2, bad2})
+		if e == "" {
+			return
+		}
+		key, raw, ok := splitEntry(e)
+		key2, raw2, ok2 := splitAt(e, eq)
+		require.Equal(t, []any{key, raw, ok}, []any{key2, raw2, ok2}, "entry %q, '=' at %d", e, eq)
+		i = next
+	}
 }
 
 // checkINI checks a PHP_VALUE or PHP_ADMIN_VALUE Rewrite sent against the

@@ -206,6 +206,10 @@ func TestGolden(t *testing.T) {
 			out2, err2 := c.cfg.Rewrite(inPlace[:0], inPlace, c.from, c.to)
 			assert.Equal(t, got, formatResult(out2, err2), "in place")
 
+			// So it is with the Config prepared.
+			out3, err3 := c.cfg.Prepare().Rewrite(nil, c.in, c.from, c.to)
+			assert.Equal(t, got, formatResult(out3, err3), "prepared")
+
 			if *update {
 				require.NoError(t, os.WriteFile(file, []byte(c.head+got), 0o644))
 				return

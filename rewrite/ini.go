@@ -58,10 +58,17 @@ var class = [256]uint16{
 //
 // Blank lines are skipped. A comment ends at the line break.
 func nextEntry(s string, i int) (entry string, next int, open, bad bool) {
+	entry, next, _, open, bad = scanEntry(s, i)
+	return entry, next, open, bad
+}
+
+// scanEntry is nextEntry, and also returns the index in entry of the '='
+// that ends its key, or -1 if the key did not end at one (see splitEntry).
+func scanEntry(s string, i int) (entry string, next, eq int, open, bad bool) {
 	start := i
 	for {
 		if i == len(s) {
-			return "", i, false, false
+			return "", i, -1, false, false
 		}
 		switch s[i] {
 		case ' ', '\t':
@@ -77,9 +84,10 @@ func nextEntry(s string, i int) (entry string, next int, open, bad bool) {
 	switch s[i] {
 	case ';':
 		e := lineEnd(s, i)
-		return s[start:e], e, false, false
+		return s[start:e], e, -1, false, false
 	case '[':
-		return section(s, start, i)
+		entry, next, open, bad = section(s, start, i)
+		return entry, next, -1, open, bad
 	}
 	// The key: PHP's option names cannot hold a line break, ';' or a tab.
 	for ; i < len(s); i++ {
@@ -88,11 +96,11 @@ func nextEntry(s string, i int) (entry string, next int, open, bad bool) {
 			continue
 		}
 		if c&cBreak != 0 {
-			return s[start:i], i, false, false
+			return s[start:i], i, -1, false, false
 		}
 		if c&cComment != 0 {
 			e := lineEnd(s, i)
-			return s[start:e], e, false, false
+			return s[start:e], e, -1, false, false
 		}
 		if c&cTab != 0 {
 			j := i + 1
@@ -103,31 +111,35 @@ func nextEntry(s string, i int) (entry string, next int, open, bad bool) {
 				i = j - 1 // blanks before the '=': the loop stops there
 				continue
 			}
-			return s[start:i], j, false, false
+			return s[start:i], j, -1, false, false
 		}
 		break
 	}
 	// The value: quotes hide line breaks and ';' from the scanner.
+	eq = -1
+	if i < len(s) {
+		eq = i - start // the key loop stopped at the '='
+	}
 	for i < len(s) {
 		c := class[s[i]]
 		switch {
 		case c&(cBreak|cComment|cDQuote|cSQuote) == 0:
 			i++
 		case c&cBreak != 0:
-			return s[start:i], i, false, false
+			return s[start:i], i, eq, false, false
 		case c&cComment != 0:
 			e := lineEnd(s, i)
-			return s[start:e], e, false, false
+			return s[start:e], e, eq, false, false
 		case c&cDQuote != 0:
 			i = skipDoubleQuoted(s, i+1)
 		default:
 			i = skipSingleQuoted(s, i+1)
 		}
 		if i < 0 {
-			return s[start:], len(s), true, false
+			return s[start:], len(s), eq, true, false
 		}
 	}
-	return s[start:], len(s), false, false
+	return s[start:], len(s), eq, false, false
 }
 
 // entries yields the entries of the INI string s, split as nextEntry splits
@@ -222,6 +234,15 @@ func splitEntry(entry string) (key, raw string, ok bool) {
 	eq := strings.IndexByte(entry, '=')
 	if eq < 0 {
 		return "", "", false
+	}
+	return trimSpaceTab(entry[:eq]), entry[eq+1:], true
+}
+
+// splitAt is splitEntry for an entry whose first '=' scanEntry found at
+// eq, or did not look for (eq -1).
+func splitAt(entry string, eq int) (key, raw string, ok bool) {
+	if eq < 0 {
+		return splitEntry(entry)
 	}
 	return trimSpaceTab(entry[:eq]), entry[eq+1:], true
 }

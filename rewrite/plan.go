@@ -14,7 +14,8 @@ import (
 //
 //  1. start: the docroots and the pattern, from the Config;
 //  2. classify: the kind of every param, unsafe paths refused, duplicate
-//     names found (dedup);
+//     names found (dedup.go), the params of other kinds than kindOther
+//     recorded: the one pass over every param;
 //  3. readINI and sizePaths: the INI params read, every value Rewrite
 //     creates sized, none too large for a record (checkSizes);
 //  4. write: every new value written into one buffer;
@@ -38,14 +39,24 @@ type plan struct {
 	value, admin       iniPlan
 	script, translated pathPlan
 	total              int // bytes of the values created
+
+	// The params classify found not of kindOther, in order, when there
+	// are no more than maxSpecial: with no duplicate names (dups false),
+	// send copies the params between them as they are.
+	specials [maxSpecial]int32
+	nSpecial int
+	dups     bool // some name occurs more than once
+	win      bool // classify filled win
 }
+
+// maxSpecial is how many params not of kindOther plan remembers: a request
+// has DOCUMENT_ROOT, SCRIPT_FILENAME, PATH_TRANSLATED, PHP_VALUE and
+// perhaps PHP_ADMIN_VALUE and HTTP_PROXY.
+const maxSpecial = 8
 
 // start checks the docroots and decides what the search-replace pattern
 // is replaced by.
 func (p *plan) start(c *Config, in []fcgi.Pair, from, to string) error {
-	if c == nil {
-		c = &zeroConfig
-	}
 	p.c, p.in, p.from, p.to = c, in, from, to
 	var ok bool
 	if p.fromRoot, ok = cleanRoot(from); !ok {
@@ -58,10 +69,7 @@ func (p *plan) start(c *Config, in []fcgi.Pair, from, to string) error {
 	if p.docroot == "" {
 		p.docroot = "/"
 	}
-	p.keys = c.PinINI
-	if p.keys == nil {
-		p.keys = DefaultPinINI
-	}
+	p.keys = c.keys()
 	p.rep = replacer{pat: c.SearchReplacePattern, to: p.toRoot}
 	if p.rep.pat == "" {
 		p.rep.pat = p.fromRoot
@@ -82,47 +90,113 @@ func (p *plan) start(c *Config, in []fcgi.Pair, from, to string) error {
 }
 
 // classify fills kinds with the kind of each param, refuses unsafe paths,
-// and counts the INI params.
-func (p *plan) classify(kinds []uint8) error {
-	// Locals, stored back at the end: the loop writes kinds, and through
-	// a pointer the compiler would reload p's fields after each write.
-	in := p.in
-	var first [numKinds]int
-	for k := range first {
-		first[k] = -1
+// and counts the INI params. It is the one pass over every param: the
+// passes after it visit only the params note recorded, unless names
+// repeat. Only then does it fill win (see dedup); without repeats every
+// param is its own last occurrence.
+//
+// The loop makes no call for an ordinary param whose name is new, the
+// usual case: Go keeps no register across a call, and a call per param
+// would spill the loop's state to the stack each time.
+func (p *plan) classify(kinds []uint8, win []int32, tab []uint32) error {
+	for k := range p.first {
+		p.first[k] = -1
 	}
-	var nValue, nAdmin int
+	in := p.in
+	t := newTable(tab, len(in))
+	kinds = kinds[:len(in)]
+	repeats := false // or the fast hash gave up: dedup decides
 	for i := range in {
-		name, v := in[i].Name, in[i].Value
+		name := in[i].Name
 		k := kindOf(name)
 		kinds[i] = k
-		switch k {
-		case kindDocRoot, kindScript:
-			if err := CheckPath(name, v); err != nil {
+		if k != kindOther {
+			if err := p.note(i, k); err != nil {
 				return err
 			}
-		case kindPathTranslated:
-			// Not checked for "..": it is DOCUMENT_ROOT plus the
-			// client's PATH_INFO, which PHP reports but never opens.
-			if strings.IndexByte(v, 0) >= 0 {
-				return fmt.Errorf("%w: NUL byte in %s", ErrUnsafePath, name)
-			}
-		case kindValue, kindAdminValue:
-			if strings.IndexByte(v, 0) >= 0 {
-				return fmt.Errorf("%w: NUL byte in %s", ErrINIValue, name)
-			}
-			if k == kindValue {
-				nValue++
-			} else {
-				nAdmin++
-			}
 		}
-		if first[k] < 0 {
-			first[k] = i
+		if repeats {
+			continue
+		}
+		// fastHash and the table's first probe, inlined: an empty slot.
+		var h uint64
+		if len(name) >= 8 {
+			h = mix(load64(name, 0), load64(name, len(name)-8), len(name))
+		} else {
+			h = fastHash(name)
+		}
+		if slot := h >> t.shift; slot < uint64(len(t.tab)) && t.tab[slot] == 0 {
+			t.tab[slot] = h32(h, t.idx) | uint32(i+1)
+			continue
+		}
+		repeats = t.insert(in, i, h, maxProbe) != i
+	}
+	if repeats {
+		clear(tab)
+		p.dups = dedup(in, win[:len(in)], tab)
+		p.win = true
+	}
+	p.value.n, p.admin.n = p.nValue, p.nAdmin
+	return nil
+}
+
+// last returns the index of the last param with the name of param i, the
+// first with it: by win, if classify filled it, else i itself.
+func (p *plan) last(win []int32, i int) int {
+	if p.win {
+		return int(win[i])
+	}
+	return i
+}
+
+// note records param i, of a kind other than kindOther: it checks it,
+// counts it, and remembers it for send.
+func (p *plan) note(i int, k uint8) error {
+	if err := p.check(i, k); err != nil {
+		return err
+	}
+	switch k {
+	case kindValue:
+		p.nValue++
+	case kindAdminValue:
+		p.nAdmin++
+	}
+	if p.first[k] < 0 {
+		p.first[k] = i
+	}
+	if p.nSpecial < len(p.specials) {
+		p.specials[p.nSpecial] = int32(i)
+	}
+	p.nSpecial++
+	return nil
+}
+
+// check refuses param i, of kind k, if its value is unsafe: a NUL byte or a
+// ".." component in DOCUMENT_ROOT or SCRIPT_FILENAME, a NUL byte in
+// PATH_TRANSLATED, PHP_VALUE or PHP_ADMIN_VALUE.
+func (p *plan) check(i int, k uint8) error {
+	name, v := p.in[i].Name, p.in[i].Value
+	switch k {
+	case kindDocRoot:
+		// start checked the unresolved docroot, which the caller
+		// usually took from this very param.
+		if v == p.from {
+			return nil
+		}
+		return CheckPath(name, v)
+	case kindScript:
+		return CheckPath(name, v)
+	case kindPathTranslated:
+		// Not checked for "..": it is DOCUMENT_ROOT plus the
+		// client's PATH_INFO, which PHP reports but never opens.
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("%w: NUL byte in %s", ErrUnsafePath, name)
+		}
+	case kindValue, kindAdminValue:
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("%w: NUL byte in %s", ErrINIValue, name)
 		}
 	}
-	p.first, p.nValue, p.nAdmin = first, nValue, nAdmin
-	p.value.n, p.admin.n = nValue, nAdmin
 	return nil
 }
 
@@ -134,7 +208,7 @@ func (p *plan) needsINI() bool {
 
 // readINI reads the INI params into their pin slots and verbatim entries,
 // adds the Config's include_path and defaults, and sizes the INI values.
-func (p *plan) readINI(kinds []uint8, valuePins, adminPins []pinSlot, valueVerb, adminVerb []string) error {
+func (p *plan) readINI(defaults []keyDefault, kinds []uint8, valuePins, adminPins []pinSlot, valueVerb, adminVerb []string) error {
 	if p.nValue > 0 {
 		if err := p.value.scan(p.in, kinds, p.first[kindValue], p.keys, valuePins, valueVerb); err != nil {
 			return err
@@ -146,11 +220,13 @@ func (p *plan) readINI(kinds []uint8, valuePins, adminPins []pinSlot, valueVerb,
 		}
 	}
 	if p.c.IncludePath != "" && !p.value.hasInclude && !p.admin.hasInclude {
-		p.value.base = p.c.IncludePath
-		p.value.hasBase = true
+		p.value.base, p.value.hasBase = p.c.IncludePath, true
+		if d := &defaults[len(p.keys)]; d.usable(&p.rep) {
+			p.value.baseEntry = d.entry
+		}
 	}
 	if len(p.c.Defaults) > 0 {
-		p.value.addDefaults(p.keys, valuePins, adminPins, p.c.Defaults)
+		p.value.addDefaults(p.keys, valuePins, adminPins, defaults[:len(p.keys)], &p.rep)
 	}
 	if err := p.value.size(p.keys, valuePins, &p.rep); err != nil {
 		return err
@@ -163,16 +239,16 @@ func (p *plan) readINI(kinds []uint8, valuePins, adminPins []pinSlot, valueVerb,
 }
 
 // sizePaths sizes SCRIPT_FILENAME and PATH_TRANSLATED pinned; win is
-// dedup's answer.
+// classify's.
 func (p *plan) sizePaths(win []int32) {
 	if p.fromRoot != p.toRoot {
 		if f := p.first[kindScript]; f >= 0 {
-			v := p.in[win[f]].Value
+			v := p.in[p.last(win, f)].Value
 			p.script.skip = proxyPrefixLen(v)
 			p.script.size(v, p.fromRoot, p.toRoot)
 		}
 		if f := p.first[kindPathTranslated]; f >= 0 {
-			p.translated.size(p.in[win[f]].Value, p.fromRoot, p.toRoot)
+			p.translated.size(p.in[p.last(win, f)].Value, p.fromRoot, p.toRoot)
 		}
 	}
 	p.total += p.script.outLen + p.translated.outLen
@@ -226,8 +302,28 @@ func (p *plan) write(b *buffer, kinds []uint8, valuePins, adminPins []pinSlot, v
 // send appends each name once to dst. Runs of params sent as they came are
 // copied in bulk, which is cheaper than one append per param.
 func (p *plan) send(dst []fcgi.Pair, kinds []uint8, win []int32) []fcgi.Pair {
+	dst = slices.Grow(dst, len(p.in)+1)
+	switch {
+	case !p.dups && p.nSpecial <= len(p.specials):
+		dst = p.sendUnique(dst, kinds)
+	case !p.win:
+		// Many params of other kinds, no repeats.
+		for i := range p.in {
+			win[i] = int32(i)
+		}
+		fallthrough
+	default:
+		dst = p.sendAll(dst, kinds, win)
+	}
+	if p.nValue == 0 && p.value.rebuild {
+		dst = append(dst, fcgi.Pair{Name: "PHP_VALUE", Value: p.value.out})
+	}
+	return dst
+}
+
+// sendAll is send for any request: it looks at every param.
+func (p *plan) sendAll(dst []fcgi.Pair, kinds []uint8, win []int32) []fcgi.Pair {
 	in := p.in
-	dst = slices.Grow(dst, len(in)+1)
 	run := 0
 	for i := range in {
 		k, last := kinds[i], win[i]
@@ -239,17 +335,27 @@ func (p *plan) send(dst []fcgi.Pair, kinds []uint8, win []int32) []fcgi.Pair {
 		if last < 0 {
 			continue
 		}
-		v, ok := p.result(k, in[last].Value)
-		if !ok {
-			continue
+		if v, ok := p.result(k, in[last].Value); ok {
+			dst = append(dst, fcgi.Pair{Name: in[i].Name, Value: v})
 		}
-		dst = append(dst, fcgi.Pair{Name: in[i].Name, Value: v})
 	}
-	dst = append(dst, in[run:]...)
-	if p.nValue == 0 && p.value.rebuild {
-		dst = append(dst, fcgi.Pair{Name: "PHP_VALUE", Value: p.value.out})
+	return append(dst, in[run:]...)
+}
+
+// sendUnique is send for a request without duplicate names whose params
+// not of kindOther classify recorded: only those change, each is its own
+// last occurrence, and the params between them are copied as they are.
+func (p *plan) sendUnique(dst []fcgi.Pair, kinds []uint8) []fcgi.Pair {
+	in := p.in
+	run := 0
+	for _, i := range p.specials[:p.nSpecial] {
+		dst = append(dst, in[run:i]...)
+		run = int(i) + 1
+		if v, ok := p.result(kinds[i], in[i].Value); ok {
+			dst = append(dst, fcgi.Pair{Name: in[i].Name, Value: v})
+		}
 	}
-	return dst
+	return append(dst, in[run:]...)
 }
 
 // result is the value sent for a param of kind k whose last occurrence

@@ -158,6 +158,7 @@ const (
 	smallParams   = 64 // both powers of two: the dedup table is twice as long
 	stackParams   = 128
 	stackPins     = 8
+	fewPins       = 4 // as many as DefaultPinINI has
 	stackVerbatim = 8 // verbatim INI entries remembered per param
 )
 
@@ -191,8 +192,25 @@ func (c *Config) Rewrite(dst, in []fcgi.Pair, from, to string) ([]fcgi.Pair, err
 // returned buffer without a copy, so it must not be written to while they are
 // in use. On error buf is returned unchanged.
 func (c *Config) RewriteBuffer(dst, in []fcgi.Pair, from, to string, buf []byte) ([]fcgi.Pair, []byte, error) {
+	if c == nil {
+		c = &zeroConfig
+	}
+	n := len(c.keys()) + 1
+	if n <= stackPins+1 {
+		var defaults [stackPins + 1]keyDefault
+		c.defaultsOf(defaults[:n])
+		return rewriteBuffer(c, defaults[:n], nil, dst, in, from, to, buf)
+	}
+	defaults := make([]keyDefault, n)
+	c.defaultsOf(defaults)
+	return rewriteBuffer(c, defaults, nil, dst, in, from, to, buf)
+}
+
+// rewriteBuffer is RewriteBuffer with the defaults of c (see defaultsOf)
+// and, if prepared, its alone.
+func rewriteBuffer(c *Config, defaults []keyDefault, alone *alone, dst, in []fcgi.Pair, from, to string, buf []byte) ([]fcgi.Pair, []byte, error) {
 	b := buffer{b: buf[:0]}
-	dst, err := c.rewrite(dst, in, from, to, &b)
+	dst, err := rewrite(c, defaults, alone, dst, in, from, to, &b)
 	if err != nil {
 		return dst, buf, err
 	}
@@ -204,7 +222,7 @@ func (c *Config) RewriteBuffer(dst, in []fcgi.Pair, from, to string, buf []byte)
 // configs up to stackPins pinned keys; arrays declared in a branch are only
 // zeroed when it runs, so small requests do not pay for clearing the
 // larger ones.
-func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcgi.Pair, error) {
+func rewrite(c *Config, defaults []keyDefault, alone *alone, dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcgi.Pair, error) {
 	var p plan
 	if err := p.start(c, in, from, to); err != nil {
 		return dst, err
@@ -212,8 +230,8 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 	n := len(in)
 	var (
 		kinds []uint8
-		win   []int32  // dedup's answer: see dedup
-		tab   []uint32 // for dedup: a power of two, at least 2n
+		win   []int32  // the duplicate table's answer: see classify
+		tab   []uint32 // the duplicate table: a power of two, at least 2n
 	)
 	switch {
 	case n <= smallParams:
@@ -233,27 +251,35 @@ func (c *Config) rewrite(dst, in []fcgi.Pair, from, to string, b *buffer) ([]fcg
 		}
 		kinds, win, tab = make([]uint8, n), make([]int32, n), make([]uint32, size)
 	}
-	if err := p.classify(kinds); err != nil {
+	if err := p.classify(kinds, win, tab); err != nil {
 		return dst, err
 	}
-	dedup(in, win, tab)
 
 	var valuePins, adminPins []pinSlot
 	var valueVerb, adminVerb []string
-	if p.needsINI() {
-		var pins []pinSlot
-		if len(p.keys) <= stackPins {
-			var pinBuf [2 * stackPins]pinSlot
-			pins = pinBuf[:2*len(p.keys)]
-		} else {
-			pins = make([]pinSlot, 2*len(p.keys))
+	if p.nValue == 0 && p.nAdmin == 0 && alone.usable(defaults, &p.rep) {
+		p.value.prebuilt(alone.value)
+	} else {
+		if p.needsINI() {
+			var pins []pinSlot
+			switch {
+			case len(p.keys) <= fewPins:
+				// The usual keys: half the slots to clear.
+				var pinBuf [2 * fewPins]pinSlot
+				pins = pinBuf[:2*len(p.keys)]
+			case len(p.keys) <= stackPins:
+				var pinBuf [2 * stackPins]pinSlot
+				pins = pinBuf[:2*len(p.keys)]
+			default:
+				pins = make([]pinSlot, 2*len(p.keys))
+			}
+			valuePins, adminPins = pins[:len(p.keys)], pins[len(p.keys):]
+			var verbBuf [2 * stackVerbatim]string
+			valueVerb, adminVerb = verbBuf[:stackVerbatim], verbBuf[stackVerbatim:]
 		}
-		valuePins, adminPins = pins[:len(p.keys)], pins[len(p.keys):]
-		var verbBuf [2 * stackVerbatim]string
-		valueVerb, adminVerb = verbBuf[:stackVerbatim], verbBuf[stackVerbatim:]
-	}
-	if err := p.readINI(kinds, valuePins, adminPins, valueVerb, adminVerb); err != nil {
-		return dst, err
+		if err := p.readINI(defaults, kinds, valuePins, adminPins, valueVerb, adminVerb); err != nil {
+			return dst, err
+		}
 	}
 	p.sizePaths(win)
 	if err := p.checkSizes(); err != nil {
@@ -385,16 +411,18 @@ type pinSlot struct {
 	raw     string // text after '=' in the request
 	value   string // raw read as a literal
 	set     bool
-	literal bool // value is a Config default, not read from raw
+	literal bool   // value is a Config default, not read from raw
+	entry   string // the default's entry, when usable (see keyDefault)
 }
 
 // iniPlan rewrites PHP_VALUE or PHP_ADMIN_VALUE.
 type iniPlan struct {
-	name    string
-	kind    uint8
-	n       int    // occurrences in the request
-	base    string // Config.IncludePath, added when hasBase
-	hasBase bool
+	name      string
+	kind      uint8
+	n         int    // occurrences in the request
+	base      string // Config.IncludePath, added when hasBase
+	baseEntry string // its entry, when usable (see keyDefault)
+	hasBase   bool
 
 	hasInclude bool           // the request sets include_path
 	last       map[string]int // with several occurrences: see lastSets
@@ -403,6 +431,7 @@ type iniPlan struct {
 	verbLen    int            // their length
 
 	rebuild    bool
+	isBuilt    bool // out was made in advance (see prebuilt)
 	outLen     int
 	start, end int
 	out        string
@@ -428,7 +457,7 @@ func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, 
 		}
 		v := in[i].Value
 		for j := 0; ; {
-			e, next, open, bad := nextEntry(v, j)
+			e, next, eq, open, bad := scanEntry(v, j)
 			if e == "" {
 				break
 			}
@@ -439,7 +468,7 @@ func (p *iniPlan) scan(in []fcgi.Pair, kinds []uint8, first int, keys []string, 
 				return fmt.Errorf("%w: quoted section name in %s", ErrINIValue, p.name)
 			}
 			j = next
-			key, raw, ok := splitEntry(e)
+			key, raw, ok := splitAt(e, eq)
 			if ok {
 				if key == "include_path" {
 					p.hasInclude = true
@@ -498,18 +527,17 @@ func (p *iniPlan) setLater(i int, key string) bool {
 // addDefaults fills the pins of keys the request sets in neither param
 // with their Config default, if they have one. The configured include_path
 // base, when it is added, stands for include_path's.
-func (p *iniPlan) addDefaults(keys []string, pins, other []pinSlot, defaults []Setting) {
-	for k, key := range keys {
-		if pins[k].set || other[k].set || p.hasBase && key == "include_path" {
+func (p *iniPlan) addDefaults(keys []string, pins, other []pinSlot, defaults []keyDefault, r *replacer) {
+	for k := range defaults {
+		d := &defaults[k]
+		if !d.set || pins[k].set || other[k].set || p.hasBase && keys[k] == "include_path" {
 			continue
 		}
-		for _, d := range defaults {
-			if d.Key == key {
-				pins[k] = pinSlot{value: d.Value, set: true, literal: true}
-				p.nPinned++
-				break
-			}
+		pins[k] = pinSlot{value: d.value, set: true, literal: true}
+		if d.usable(r) {
+			pins[k].entry = d.entry
 		}
+		p.nPinned++
 	}
 }
 
@@ -525,11 +553,20 @@ func (p *iniPlan) size(keys []string, pins []pinSlot, r *replacer) error {
 	l := p.verbLen
 	if p.hasBase {
 		entries++
-		l += len(`include_path=""`) + len(p.base) + r.count(p.base)*delta
+		if p.baseEntry != "" {
+			l += len(p.baseEntry)
+		} else {
+			l += len(`include_path=""`) + len(p.base) + r.count(p.base)*delta
+		}
 	}
 	for k := range pins {
 		s := &pins[k]
 		if !s.set {
+			continue
+		}
+		if s.entry != "" {
+			entries++
+			l += len(s.entry)
 			continue
 		}
 		v := s.value
@@ -563,25 +600,31 @@ func (p *iniPlan) size(keys []string, pins []pinSlot, r *replacer) error {
 // entries php-fpm would never have applied, and every key still gets the
 // value of its last occurrence.
 func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string, pins []pinSlot, verb []string, r *replacer) error {
-	if !p.rebuild {
+	if !p.rebuild || p.isBuilt {
 		return nil
 	}
 	p.start = b.Len()
 	w := lineWriter{b: b}
 	if p.hasBase {
-		if !w.pin("include_path", p.base, r, true) {
+		if p.baseEntry != "" {
+			w.entry(p.baseEntry)
+		} else if !w.pin("include_path", p.base, r, true) {
 			return fmt.Errorf("%w: include_path from the configured base in %s", ErrINIValue, p.name)
 		}
 	}
 	for k := range pins {
-		if s := &pins[k]; s.set && !w.pin(keys[k], s.value, r, s.literal || r.needsCheck()) {
+		s := &pins[k]
+		switch {
+		case !s.set:
+		case s.entry != "":
+			w.entry(s.entry)
+		case !w.pin(keys[k], s.value, r, s.literal || r.needsCheck()):
 			return fmt.Errorf("%w: %s in %s after pinning", ErrINIValue, keys[k], p.name)
 		}
 	}
 	if p.n == 1 && p.verbN <= len(verb) {
 		for _, e := range verb[:p.verbN] {
-			w.line()
-			b.WriteString(e)
+			w.entry(e)
 		}
 		p.end = b.Len()
 		return nil
@@ -605,9 +648,15 @@ func (p *iniPlan) write(b *buffer, in []fcgi.Pair, kinds []uint8, keys []string,
 }
 
 func (p *iniPlan) slice(s string) {
-	if p.rebuild {
+	if p.rebuild && !p.isBuilt {
 		p.out = s[p.start:p.end]
 	}
+}
+
+// prebuilt makes the param v, made in advance, for a request that sets
+// neither INI param (see alone): nothing to read, size or write.
+func (p *iniPlan) prebuilt(v string) {
+	p.rebuild, p.isBuilt, p.out, p.outLen = true, true, v, len(v)
 }
 
 // result returns the value to send in place of v, the value of the
@@ -631,6 +680,12 @@ func (w *lineWriter) line() {
 		w.b.writeByte('\n')
 	}
 	w.sep = true
+}
+
+// entry writes e as it is.
+func (w *lineWriter) entry(e string) {
+	w.line()
+	w.b.WriteString(e)
 }
 
 // pin writes key="v" with the pattern replaced in v. With check set it
