@@ -21,9 +21,10 @@
 # and the relay's CPU time per request: user+system time from /proc/PID/stat
 # of the relay and its live children (threads are in the process's figure),
 # before and after the round, over the requests wrk counted, in clock ticks
-# of 10 ms, so about 1% over a 5 s round. Then the medians, and
-# incpathd's figures over each relay's: CPU per request, throughput, added
-# p50, p99.
+# of 10 ms, so about 1% over a 5 s round, and the user time in it (the
+# relay's own code; the rest is the kernel's, mostly the loopback). Then the
+# medians, and incpathd's figures over each relay's: CPU per request (and
+# user time), throughput, added p50, p99.
 #
 # Every hop keeps its connections alive: wrk to nginx, nginx to its
 # upstream (keepalive + fastcgi_keep_conn), the relays' one connection to
@@ -246,14 +247,14 @@ CONF
 }
 
 # run PATH measures one path with wrk and sets n (requests), rate, p50 and
-# p99 (µs), errs (non-2xx answers and socket errors) and cpu (the relay's
-# µs of CPU per request, "-" for direct).
+# p99 (µs), errs (non-2xx answers and socket errors), cpu (the relay's
+# µs of CPU per request, "-" for direct) and ucpu (the user time in it).
 run() {
-  local t0=0 t1=0
-  [ -z "${relay[$1]:-}" ] || t0=$(cpu_ticks_tree "${relay[$1]}")
+  local t0=0 t1=0 u0=0 u1=0
+  [ -z "${relay[$1]:-}" ] || t0=$(cpu_ticks_tree "${relay[$1]}") u0=$(cpu_ticks_tree "${relay[$1]}" user)
   "${wrk_cpus[@]}" wrk -t1 -c "$conns" -d "${secs}s" --timeout 10s --latency \
     "http://127.0.0.1:${web[$1]}/hello.php" >"$dir/wrk.out"
-  [ -z "${relay[$1]:-}" ] || t1=$(cpu_ticks_tree "${relay[$1]}")
+  [ -z "${relay[$1]:-}" ] || t1=$(cpu_ticks_tree "${relay[$1]}") u1=$(cpu_ticks_tree "${relay[$1]}" user)
   read -r n rate p50 p99 errs < <(awk '
     function us(v) {
       if (v ~ /us$/) return v + 0
@@ -269,8 +270,9 @@ run() {
     /Socket errors:/ {gsub(",", ""); errs += $4 + $6 + $8 + $10}
     END {printf "%d %.0f %.0f %.0f %d\n", n, rate, p50, p99, errs}' "$dir/wrk.out")
   [ "$n" -gt 0 ] || fail "$1: wrk served no request ($(cat "$dir/wrk.out"))"
-  cpu=-
+  cpu=- ucpu=-
   [ -z "${relay[$1]:-}" ] || cpu=$(awk -v t=$((t1 - t0)) -v n="$n" 'BEGIN {printf "%.1f", t * 10000 / n}')
+  [ -z "${relay[$1]:-}" ] || ucpu=$(awk -v t=$((u1 - u0)) -v n="$n" 'BEGIN {printf "%.1f", t * 10000 / n}')
 }
 
 # lat US prints a latency in µs, ms or s.
@@ -286,16 +288,16 @@ div() { awk -v a="$1" -v b="$2" 'BEGIN {printf (b > 0 ? "%.2f" : "-"), a / b}'; 
 # and the comparisons; the medians also go to $tmp/summary.
 measure() {
   local r i p np=${#paths[@]}
-  declare -A rates ratios p50s p99s addeds errss cpus rate_of p50_of
-  printf '%-6s %-9s %9s %6s %9s %9s %11s %7s\n' round path req/s ratio p50 p99 'cpu µs/req' errors
+  declare -A rates ratios p50s p99s addeds errss cpus ucpus rate_of p50_of
+  printf '%-6s %-9s %9s %6s %9s %9s %11s %6s %7s\n' round path req/s ratio p50 p99 'cpu µs/req' user errors
   for r in $(seq "$rounds"); do
     for i in $(seq 0 $((np - 1))); do
       p=${paths[$(((i + r - 1) % np))]}
       run "$p"
       rate_of[$p]=$rate p50_of[$p]=$p50
       rates[$p]+=" $rate" p50s[$p]+=" $p50" p99s[$p]+=" $p99" errss[$p]+=" $errs"
-      [ "$cpu" = - ] || cpus[$p]+=" $cpu"
-      printf '%-6s %-9s %9s %6s %9s %9s %11s %7s\n' "$r" "$p" "$rate" "" "$(lat "$p50")" "$(lat "$p99")" "$cpu" "$errs"
+      [ "$cpu" = - ] || cpus[$p]+=" $cpu" ucpus[$p]+=" $ucpu"
+      printf '%-6s %-9s %9s %6s %9s %9s %11s %6s %7s\n' "$r" "$p" "$rate" "" "$(lat "$p50")" "$(lat "$p99")" "$cpu" "$ucpu" "$errs"
     done
     if has_path direct; then
       for p in "${paths[@]}"; do
@@ -305,30 +307,31 @@ measure() {
     fi
   done
   echo "median over $rounds rounds at $conns connections:"
-  printf '  %-9s %9s %6s %9s %9s %9s %11s %7s\n' path req/s ratio p50 added p99 'cpu µs/req' errors
-  declare -A med_cpu med_rate med_ratio med_added med_p99
+  printf '  %-9s %9s %6s %9s %9s %9s %11s %6s %7s\n' path req/s ratio p50 added p99 'cpu µs/req' user errors
+  declare -A med_cpu med_ucpu med_rate med_ratio med_added med_p99
   for p in "${paths[@]}"; do
     # shellcheck disable=SC2086 # the lists split into median's arguments
     {
       med_rate[$p]=$(printf '%.0f' "$(median ${rates[$p]})") med_p99[$p]=$(median ${p99s[$p]})
-      med_ratio[$p]=- med_added[$p]=- med_cpu[$p]=-
+      med_ratio[$p]=- med_added[$p]=- med_cpu[$p]=- med_ucpu[$p]=-
       [ -z "${ratios[$p]:-}" ] || med_ratio[$p]=$(median ${ratios[$p]}) med_added[$p]=$(median ${addeds[$p]})
-      [ -z "${cpus[$p]:-}" ] || med_cpu[$p]=$(median ${cpus[$p]})
+      [ -z "${cpus[$p]:-}" ] || med_cpu[$p]=$(median ${cpus[$p]}) med_ucpu[$p]=$(median ${ucpus[$p]})
       local p50 errs
       p50=$(median ${p50s[$p]}) errs=$(printf '%s\n' ${errss[$p]} | awk '{s += $1} END {print s}')
     }
     local added=-
     [ "${med_added[$p]}" = - ] || [ "$p" = direct ] || added=$(added "${med_added[$p]}")
-    printf '  %-9s %9s %6s %9s %9s %9s %11s %7s\n' "$p" "${med_rate[$p]}" "${med_ratio[$p]}" "$(lat "$p50")" \
-      "$added" "$(lat "${med_p99[$p]}")" "${med_cpu[$p]}" "$errs"
+    printf '  %-9s %9s %6s %9s %9s %9s %11s %6s %7s\n' "$p" "${med_rate[$p]}" "${med_ratio[$p]}" "$(lat "$p50")" \
+      "$added" "$(lat "${med_p99[$p]}")" "${med_cpu[$p]}" "${med_ucpu[$p]}" "$errs"
     printf '%s %s %s %s %s %s %s %s %s\n' "$conns" "$workers" "$p" "${med_rate[$p]}" "${med_ratio[$p]}" \
       "$p50" "${med_p99[$p]}" "${med_cpu[$p]}" "$errs" >>"$tmp/summary"
   done
   if has_path incpathd; then
     for p in haproxy stream before; do
       has_path "$p" || continue
-      printf '  incpathd/%s: CPU per request %s, throughput %s, p99 %s' "$p" \
-        "$(div "${med_cpu[incpathd]}" "${med_cpu[$p]}")" "$(div "${med_rate[incpathd]}" "${med_rate[$p]}")" \
+      printf '  incpathd/%s: CPU per request %s (user %s), throughput %s, p99 %s' "$p" \
+        "$(div "${med_cpu[incpathd]}" "${med_cpu[$p]}")" "$(div "${med_ucpu[incpathd]}" "${med_ucpu[$p]}")" \
+        "$(div "${med_rate[incpathd]}" "${med_rate[$p]}")" \
         "$(div "${med_p99[incpathd]}" "${med_p99[$p]}")"
       [ "${med_added[$p]}" = - ] || printf ', added p50 %s against %s' "$(added "${med_added[incpathd]}")" "$(added "${med_added[$p]}")"
       echo

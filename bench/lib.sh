@@ -79,12 +79,13 @@ need() {
 
 # cpu_ticks PID prints the user+system CPU time the process used so far, in
 # clock ticks (1/100 s on Linux). The process's stat counts all its threads.
+# With a second argument "user", user time only.
 cpu_ticks() {
   local stat
   stat=$(<"/proc/$1/stat")
   stat=${stat##*) }
   # Fields after the command: state is field 3, utime 14, stime 15.
-  awk '{print $12 + $13}' <<<"$stat"
+  awk -v user="${2:-}" '{print user == "user" ? $12 : $12 + $13}' <<<"$stat"
 }
 
 # descendants PID prints PID and the pids of all its live descendants.
@@ -98,10 +99,11 @@ descendants() {
 # live descendant: a relay that forks workers (nginx, haproxy in
 # master-worker mode) counts them all. A child that exits during a round
 # takes its time with it, so the set-ups keep their processes for the run.
+# A second argument "user" counts user time only.
 cpu_ticks_tree() {
   local p t=0 n
   for p in $(descendants "$1"); do
-    n=$(cpu_ticks "$p" 2>/dev/null) || continue
+    n=$(cpu_ticks "$p" "${2:-}" 2>/dev/null) || continue
     t=$((t + n))
   done
   echo "$t"
