@@ -544,11 +544,10 @@ type Conn struct {
 }
 
 func newConn(nc net.Conn) *Conn {
-	rw := newRawIO(nc)
-	c := &Conn{nc: nc, bw: bufio.NewWriterSize(rw, 16<<10)}
+	c := &Conn{nc: nc, bw: bufio.NewWriterSize(nc, 16<<10)}
 	c.deadline.Store(true) // the dialer's is not ours to know
 	c.W = NewWriter(c.bw)
-	c.R = NewReader(rw)
+	c.R = NewReader(nc)
 	c.cut = func() {
 		c.deadline.Store(true)
 		nc.SetDeadline(aLongTimeAgo)

@@ -253,10 +253,9 @@ func (s *Server) closeIdle() bool {
 
 func (s *Server) newConn(rwc net.Conn) *conn {
 	c := &conn{srv: s, rwc: rwc, watchDone: make(chan struct{}, 1)}
-	rw := newRawIO(rwc)
-	c.br = getReader(rw)
+	c.br = getReader(rwc)
 	c.r = &Reader{r: c.br}
-	c.bw = getWriter(rw)
+	c.bw = getWriter(rwc)
 	c.w = NewWriter(c.bw)
 	s.mu.Lock()
 	defer s.mu.Unlock()
