@@ -65,14 +65,12 @@ type Pool struct {
 	idle    []*Conn // most recently used last
 	open    int
 	waiters []*waiter
-	// waitTimer times out the first waiter (armWaitTimer); waitTimerSet
-	// says it is armed.
-	waitTimer    *time.Timer
-	waitTimerSet bool
-	closed       bool
-	pruning      bool
-	stats        PoolStats
-	hold         holdState
+	// waitTimer times out the first waiter (armWaitTimer).
+	waitTimer *time.Timer
+	closed    bool
+	pruning   bool
+	stats     PoolStats
+	hold      holdState
 }
 
 // PoolStats counts what the pool did. OutOfStep counts connections given
@@ -201,7 +199,9 @@ func (p *Pool) get1(ctx context.Context, check bool) (c *Conn, reused bool, err 
 	w := newWaiter()
 	w.deadline = time.Now().Add(p.waitTimeout())
 	p.waiters = append(p.waiters, w)
-	p.armWaitTimer(w.deadline)
+	if len(p.waiters) == 1 {
+		p.armWaitTimer()
+	}
 	p.mu.Unlock()
 	return p.wait(ctx, w)
 }
@@ -209,36 +209,38 @@ func (p *Pool) get1(ctx context.Context, check bool) (c *Conn, reused bool, err 
 // wait waits for what Put, Discard, Close or the wait timer hands w, or
 // for the request to end: ctx.Done(), or, when ctx is an Aborter, its abort.
 func (p *Pool) wait(ctx context.Context, w *waiter) (*Conn, bool, error) {
-	a, isAborter := ctx.(Aborter)
-	var done <-chan struct{}
-	if isAborter {
+	a, _ := ctx.(Aborter)
+	var done <-chan struct{} = w.aborted
+	if a != nil {
 		// ctx.Done() could make the request's context only to be waited on.
 		a.OnAbort(w.abort)
-		done = w.aborted
 	} else {
 		done = ctx.Done()
 	}
-	var h handoff
-	var ok, gaveUp bool
 	select {
-	case h, ok = <-w.c:
+	case h, ok := <-w.c:
+		stopAbort(a)
+		if !ok {
+			return nil, false, ErrPoolClosed // w.c closed: w is never reused
+		}
+		w.free()
+		if h.timedOut {
+			return nil, false, fmt.Errorf("%w after %v (%d connections busy)", ErrPoolTimeout, p.waitTimeout(), p.maxConns())
+		}
+		return p.handed(ctx, h.c)
 	case <-done:
-		gaveUp = true
-	}
-	if isAborter {
-		a.OnAbort(nil) // from here on w.abort is not running and will not run
-	}
-	if !ok && !gaveUp {
-		return nil, false, ErrPoolClosed // w.c closed: w is never reused
-	}
-	if gaveUp {
+		stopAbort(a)
 		return p.leave(ctx, w)
 	}
-	w.free()
-	if h.timedOut {
-		return nil, false, fmt.Errorf("%w after %v (%d connections busy)", ErrPoolTimeout, p.waitTimeout(), p.maxConns())
+}
+
+// stopAbort unregisters a wait's abort function, if a is not nil: once it
+// returns, the function is not running and will not run, so the waiter
+// can be reused.
+func stopAbort(a Aborter) {
+	if a != nil {
+		a.OnAbort(nil)
 	}
-	return p.handed(ctx, h.c)
 }
 
 // leave takes w off the queue after the request ended; what it was handed
@@ -269,17 +271,15 @@ func (p *Pool) leave(ctx context.Context, w *waiter) (*Conn, bool, error) {
 	return nil, false, err
 }
 
-// armWaitTimer makes sure the wait timer runs by deadline, p.mu held. The
-// queue is in arrival order and every wait is as long, so the first waiter
-// is always the next to time out: one timer serves them all, and a wait
-// costs none of its own. It fires once per WaitTimeout at most while
-// requests keep queueing (expire re-arms it for the new first waiter).
-func (p *Pool) armWaitTimer(deadline time.Time) {
-	if p.waitTimerSet {
-		return
-	}
-	p.waitTimerSet = true
-	d := time.Until(deadline)
+// armWaitTimer runs the wait timer for the first waiter, p.mu held; get1
+// calls it when a waiter joins an empty queue, expire for the next first
+// waiter. The queue is in arrival order and every wait is as long, so the
+// first waiter is always the next to time out: one timer serves them all,
+// and a wait costs none of its own. A timer left running for a waiter that
+// got a connection fires for nothing and is armed again for the new first
+// one.
+func (p *Pool) armWaitTimer() {
+	d := time.Until(p.waiters[0].deadline)
 	if p.waitTimer == nil {
 		p.waitTimer = time.AfterFunc(d, p.expire)
 		return
@@ -297,9 +297,8 @@ func (p *Pool) expire() {
 		p.stats.Timeouts++
 		p.popWaiter().c <- handoff{timedOut: true}
 	}
-	p.waitTimerSet = false
 	if len(p.waiters) > 0 {
-		p.armWaitTimer(p.waiters[0].deadline)
+		p.armWaitTimer()
 	}
 }
 
