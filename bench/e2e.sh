@@ -271,9 +271,11 @@ run() {
     END {printf "%d %.0f %.0f %.0f %d\n", n, rate, p50, p99, errs}' "$dir/wrk.out")
   [ "$n" -gt 0 ] || fail "$1: wrk served no request ($(cat "$dir/wrk.out"))"
   cpu=- ucpu=-
-  [ -z "${relay[$1]:-}" ] || cpu=$(awk -v t=$((t1 - t0)) -v n="$n" 'BEGIN {printf "%.1f", t * 10000 / n}')
-  [ -z "${relay[$1]:-}" ] || ucpu=$(awk -v t=$((u1 - u0)) -v n="$n" 'BEGIN {printf "%.1f", t * 10000 / n}')
+  [ -z "${relay[$1]:-}" ] || cpu=$(per_request $((t1 - t0)) "$n") ucpu=$(per_request $((u1 - u0)) "$n")
 }
+
+# per_request TICKS N prints TICKS clock ticks of 10 ms over N requests in µs.
+per_request() { awk -v t="$1" -v n="$2" 'BEGIN {printf "%.1f", t * 10000 / n}'; }
 
 # lat US prints a latency in µs, ms or s.
 lat() {
