@@ -58,6 +58,10 @@ type Aborter interface {
 type Call struct {
 	// Params are sent as they are.
 	Params []Pair
+	// RawParams, if set, is the stream some of Params were decoded from in
+	// place and kept unchanged (Request.RawParams): those are copied from it
+	// (Writer.WriteParamsFrom). It changes the cost, not what is sent.
+	RawParams string
 	// KeepConn asks the application to keep the connection open after the
 	// request (FCGI_KEEP_CONN).
 	KeepConn bool
@@ -170,7 +174,7 @@ func (c *Conn) send(id uint16, call *Call) (*bodyCopy, error) {
 		flags = FlagKeepConn
 	}
 	c.W.WriteBeginRequest(id, RoleResponder, flags)
-	if err := c.W.WriteParams(id, call.Params); err != nil {
+	if err := c.W.WriteParamsFrom(id, call.Params, call.RawParams); err != nil {
 		return nil, err
 	}
 	if call.Body == nil {

@@ -271,7 +271,8 @@ func (c *conn) serveRequest(h Header, content []byte) error {
 	}
 	// The params point into c.params, which the next request overwrites:
 	// Request.Params is documented as valid until the handler returns.
-	pairs, err := decodeParams(c.pairs[:0], inPlace(c.params), c.srv.maxParams())
+	raw := inPlace(c.params)
+	pairs, err := decodeParams(c.pairs[:0], raw, c.srv.maxParams())
 	if err != nil {
 		return fmt.Errorf("params of request %d: %w", id, err)
 	}
@@ -288,7 +289,7 @@ func (c *conn) serveRequest(h Header, content []byte) error {
 			c.pairs = nil
 		}
 	}()
-	return c.runHandler(id, keep, pairs)
+	return c.runHandler(id, keep, pairs, raw)
 }
 
 // refuse ends a request that never reaches the handler, and says whether
@@ -335,9 +336,9 @@ func (c *conn) readParams(id uint16) (aborted bool, err error) {
 
 // runHandler runs the handler on a request whose params have been read,
 // ends the request, and says whether the connection can carry another.
-func (c *conn) runHandler(id uint16, keep bool, pairs []Pair) error {
+func (c *conn) runHandler(id uint16, keep bool, pairs []Pair, raw string) error {
 	req := &c.req
-	*req = Request{ID: id, KeepConn: keep, Params: pairs, conn: c}
+	*req = Request{ID: id, KeepConn: keep, Params: pairs, RawParams: raw, conn: c}
 	req.Body.req = req
 	// Most requests carry no body: the web server sends the empty STDIN
 	// record with the params. Take it now, so the handler knows there is

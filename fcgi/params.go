@@ -159,15 +159,27 @@ func AppendPair(b []byte, p Pair) []byte {
 // record for request id followed by the empty one, and reports whether they
 // fit: the buffer's room and one record's content. It sizes the record as
 // it goes, one pass over the pairs instead of two; b's bytes past its
-// length are only scratch until the caller writes them.
-func appendRecord(b []byte, id uint16, pairs []Pair) ([]byte, bool) {
+// length are only scratch until the caller writes them. A run of pairs that
+// are still the bytes of raw (see rawSpan) is copied from it in one piece.
+func appendRecord(b []byte, id uint16, pairs []Pair, raw string) ([]byte, bool) {
 	start := len(b)
 	if cap(b)-start < 2*HeaderLen {
 		return b, false
 	}
 	b = appendHeader(b, TypeParams, id, 0) // its length is set below
 	room := cap(b) - HeaderLen             // for the empty record
-	for _, p := range pairs {
+	for i := 0; i < len(pairs); i++ {
+		p := pairs[i]
+		if from, to, ok := rawSpan(raw, p); ok {
+			var n int
+			to, n = rawRun(raw, to, pairs[i+1:])
+			i += n
+			if len(b)+to-from > room {
+				return b, false
+			}
+			b = append(b, raw[from:to]...)
+			continue
+		}
 		nl, vl := len(p.Name), len(p.Value)
 		if nl < 128 && vl < 128 {
 			if len(b)+2+nl+vl > room {
@@ -193,6 +205,71 @@ func appendRecord(b []byte, id uint16, pairs []Pair) ([]byte, bool) {
 	return appendHeader(b, TypeParams, id, 0), true
 }
 
+// rawSpan reports whether raw[from:to] is the encoding of p, found from
+// where p's name points: the lengths of p's name and value encoded just
+// before it, its name there, and its value, if any, right after its name.
+// That is so for a pair decoded in place from raw and sent unchanged.
+// Nothing about p is trusted: the bytes before the name are compared, and
+// the name and the value are raw's only if they point into it where they
+// should, so a span found is the encoding whatever p came from. Only
+// pairs with a name are looked for: an empty string points anywhere.
+func rawSpan(raw string, p Pair) (from, to int, ok bool) {
+	nl, vl := len(p.Name), len(p.Value)
+	if len(raw) == 0 || nl == 0 {
+		return 0, 0, false
+	}
+	base := uintptr(unsafe.Pointer(unsafe.StringData(raw)))
+	at := uintptr(unsafe.Pointer(unsafe.StringData(p.Name))) - base
+	if at >= uintptr(len(raw)) {
+		return 0, 0, false
+	}
+	name := int(at)
+	from = name - lenSize(nl) - lenSize(vl)
+	to = name + nl + vl
+	if from < 0 || to > len(raw) {
+		return 0, 0, false
+	}
+	if vl > 0 && uintptr(unsafe.Pointer(unsafe.StringData(p.Value)))-base != uintptr(name+nl) {
+		return 0, 0, false
+	}
+	return from, to, lensAre(raw[from:name], nl, vl)
+}
+
+// rawRun extends a span of raw that ends at to over the pairs that follow
+// it there, as rawSpan would find them, and returns the span's new end and
+// how many pairs it took. One call per run and the lengths compared at a
+// known place: short pairs only, the long ones start runs of their own.
+func rawRun(raw string, to int, pairs []Pair) (end, n int) {
+	base := uintptr(unsafe.Pointer(unsafe.StringData(raw)))
+	for i := range pairs {
+		p := &pairs[i]
+		nl, vl := uint(len(p.Name)), uint(len(p.Value))
+		name := uintptr(unsafe.Pointer(unsafe.StringData(p.Name)))
+		next := uint(to) + 2 + nl + vl
+		// nl-1 >= 127 is nl == 0 or nl >= 128, in one comparison.
+		if name != base+uintptr(to)+2 || nl-1 >= 127 || vl >= 128 || next > uint(len(raw)) ||
+			vl > 0 && uintptr(unsafe.Pointer(unsafe.StringData(p.Value))) != name+uintptr(nl) {
+			break
+		}
+		if b := raw[to : to+2]; b[0] != byte(nl) || b[1] != byte(vl) {
+			break
+		}
+		to = int(next)
+		n++
+	}
+	return to, n
+}
+
+// lensAre reports whether b is the encoding of the lengths nl and vl, as
+// appendLen writes them.
+func lensAre(b string, nl, vl int) bool {
+	if len(b) == 2 {
+		return b[0] == byte(nl) && b[1] == byte(vl)
+	}
+	var enc [8]byte
+	return b == string(appendLen(appendLen(enc[:0], nl), vl))
+}
+
 func appendLen(b []byte, n int) []byte {
 	if n < 128 {
 		return append(b, byte(n))
@@ -205,11 +282,20 @@ func appendLen(b []byte, n int) []byte {
 // requires; a pair that cannot fit one record is refused before anything is
 // written.
 func (w *Writer) WriteParams(id uint16, pairs []Pair) error {
+	return w.WriteParamsFrom(id, pairs, "")
+}
+
+// WriteParamsFrom is WriteParams for pairs of which some may have been
+// decoded in place from the PARAMS stream raw (Request.RawParams) and kept
+// as they came: a run of such pairs is copied from raw in one piece rather
+// than encoded a name and a value at a time. The bytes written are those
+// WriteParams writes; only the cost differs.
+func (w *Writer) WriteParamsFrom(id uint16, pairs []Pair, raw string) error {
 	// The usual request: one record, and room for it and the empty one in
-	// the buffer. Encode in place, a copy per pair instead of a call per
-	// byte.
+	// the buffer. Encode in place, a copy per pair (or per run of pairs
+	// from raw) instead of a call per byte.
 	if len(pairs) > 0 {
-		if b, ok := appendRecord(w.w.AvailableBuffer(), id, pairs); ok {
+		if b, ok := appendRecord(w.w.AvailableBuffer(), id, pairs, raw); ok {
 			_, err := w.w.Write(b)
 			return err
 		}

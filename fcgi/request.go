@@ -21,6 +21,10 @@ type Request struct {
 	// buffer that the connection's next request overwrites, so a handler
 	// that keeps one must copy it (strings.Clone).
 	Params []Pair
+	// RawParams is the PARAMS stream as it came, which Params were decoded
+	// from in place; valid as long as they are. Give it to Call.RawParams
+	// with pairs taken from Params, and those are sent as copies of it.
+	RawParams string
 	// Body streams the request's STDIN.
 	Body Body
 

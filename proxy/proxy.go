@@ -175,7 +175,7 @@ func (e *startedError) Unwrap() error { return e.error }
 // reports whether the answer began, so that no error page may follow. A nil
 // error means END_REQUEST came and uc can be reused.
 func (p *Proxy) roundTrip(w *fcgi.ResponseWriter, r *fcgi.Request, uc *fcgi.Conn, params []fcgi.Pair, x *exchange) (started bool, err error) {
-	call := fcgi.Call{Params: params, KeepConn: true, Abort: r, Logger: p.logger()}
+	call := fcgi.Call{Params: params, RawParams: r.RawParams, KeepConn: true, Abort: r, Logger: p.logger()}
 	if !r.Body.Done() {
 		call.Body = &r.Body
 	}
