@@ -7,10 +7,18 @@
 #   stream    nginx → a second nginx, stream module (proxy_pass) → php-fpm
 #   incpathd  nginx → incpathd, default flags → php-fpm
 #
+# and, with PATHS, two relays in Go that parse nothing either
+# (bench/cmd/gorelay, run as incpathd runs: GOMAXPROCS=1, the monitor kept
+# awake): what one hop costs in Go before any FastCGI is read.
+#
+#   gorelay     two goroutines per connection, blocking reads and writes
+#   epollrelay  one thread running an epoll loop, as haproxy does
+#
 #   bench/e2e.sh                                   # 5 rounds of 10 s, at 8 then 32 connections
 #   ROUNDS=3 SECONDS_EACH=5 CONNS="1 8 64 512" bench/e2e.sh
 #   PATHS="haproxy incpathd" INCPATHD_PROCS=2 SOCKETS=unix PIN=1 bench/e2e.sh
 #   PATHS="haproxy incpathd before" BEFORE=bin/incpathd-main bench/e2e.sh
+#   PATHS="haproxy gorelay epollrelay incpathd" bench/e2e.sh
 #
 # haproxy and nginx stream are TCP relays that parse nothing: the floor of
 # what a process in the middle costs. For each number of connections in
@@ -67,7 +75,10 @@ sockets=${SOCKETS:-tcp}
 
 has_path() { [[ " ${paths[*]} " == *" $1 "* ]]; }
 for p in "${paths[@]}"; do
-  case $p in direct | haproxy | stream | incpathd | before) ;; *) refuse "PATHS: unknown path $p (direct, haproxy, stream, incpathd, before)" ;; esac
+  case $p in direct | haproxy | stream | incpathd | before | gorelay | epollrelay) ;;
+  *) refuse "PATHS: unknown path $p (direct, haproxy, stream, incpathd, before, gorelay, epollrelay)" ;;
+  esac
+  case $p in gorelay | epollrelay) [ "$sockets" = tcp ] || refuse "PATHS: $p relays TCP only, not SOCKETS=$sockets" ;; esac
 done
 for c in $conns_list; do
   [[ $c =~ ^[1-9][0-9]*$ ]] || refuse "CONNS: $c is not a positive number"
@@ -191,6 +202,16 @@ CONF
     relay[stream]=$last_pid
     wait_fcgi "${next[stream]}"
   fi
+  for p in gorelay epollrelay; do
+    has_path $p || continue
+    local loop=goroutines
+    [ $p = gorelay ] || loop=epoll
+    next[$p]=$(fcgi_addr $p)
+    start "$dir/$p.log" "${srv_cpus[@]}" env GOMAXPROCS=1 GODEBUG=schedtrace=2147483647 "$tmp/bin/gorelay" \
+      --listen "${next[$p]}" --upstream "${fpm_addr[$p]}" --loop $loop
+    relay[$p]=$last_pid
+    wait_fcgi "${next[$p]}"
+  done
   for p in incpathd before; do
     has_path $p || continue
     local bin=$incpathd
@@ -329,7 +350,7 @@ measure() {
       "$p50" "${med_p99[$p]}" "${med_cpu[$p]}" "$errs" >>"$tmp/summary"
   done
   if has_path incpathd; then
-    for p in haproxy stream before; do
+    for p in haproxy stream gorelay epollrelay before; do
       has_path "$p" || continue
       printf '  incpathd/%s: CPU per request %s (user %s), throughput %s, p99 %s' "$p" \
         "$(div "${med_cpu[incpathd]}" "${med_cpu[$p]}")" "$(div "${med_ucpu[incpathd]}" "${med_ucpu[$p]}")" \

@@ -121,7 +121,7 @@ field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k {print $2}'; }
 # build puts incpathd and the bench programs in $tmp/bin.
 build() {
   (cd "$(dirname "${BASH_SOURCE[0]}")/.." &&
-    go build -o "$tmp/bin/" ./cmd/incpathd ./bench/cmd/fcgiload ./bench/cmd/nullfpm)
+    go build -o "$tmp/bin/" ./cmd/incpathd ./bench/cmd/fcgiload ./bench/cmd/nullfpm ./bench/cmd/gorelay)
 }
 
 # make_site makes $tmp/site with current -> releases/A, the docroot the
