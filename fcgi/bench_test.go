@@ -2,7 +2,10 @@ package fcgi
 
 import (
 	"bufio"
+	"context"
 	"io"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -81,4 +84,60 @@ func BenchmarkWatchArmStop(b *testing.B) {
 		c.armWatch(req)
 		c.stopWatch()
 	}
+}
+
+// BenchmarkPoolWait is what a request pays for waiting in the pool: four
+// goroutines take a connection, yield while they hold it, and put it back,
+// on a pool of four connections ("free": no Get waits) and of one
+// ("waits": every Get waits and every Put hands its connection on). The
+// context is an Aborter, as the proxy's is.
+func BenchmarkPoolWait(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		conns int
+	}{{"free", 4}, {"waits", 1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			u := startUpstream(b, "tcp")
+			p := &Pool{Address: u.address(), MaxConns: bc.conns}
+			defer p.Close()
+			var conns []*Conn
+			for range bc.conns { // dialled before the clock starts
+				c, _, err := p.Get(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				conns = append(conns, c)
+			}
+			for _, c := range conns {
+				p.Put(c)
+			}
+			b.SetParallelism(4 / runtime.GOMAXPROCS(0))
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := &benchAborter{Context: context.Background()}
+				for pb.Next() {
+					c, _, err := p.GetUnchecked(ctx)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					runtime.Gosched()
+					p.Put(c)
+				}
+			})
+		})
+	}
+}
+
+// benchAborter is an Aborter, as the proxy's request context is.
+type benchAborter struct {
+	context.Context
+	mu sync.Mutex
+	f  func()
+}
+
+func (a *benchAborter) OnAbort(f func()) {
+	a.mu.Lock()
+	a.f = f
+	a.mu.Unlock()
 }

@@ -65,12 +65,14 @@ type Pool struct {
 	idle    []*Conn // most recently used last
 	open    int
 	waiters []*waiter
-	// waitTimer times out the first waiter (armWaitTimer).
-	waitTimer *time.Timer
-	closed    bool
-	pruning   bool
-	stats     PoolStats
-	hold      holdState
+	// waitTimer times out the first waiter (armWaitTimer); it fires at
+	// waitTimerAt, in ticks, 0 when it is not armed.
+	waitTimer   *time.Timer
+	waitTimerAt int64
+	closed      bool
+	pruning     bool
+	stats       PoolStats
+	hold        holdState
 }
 
 // PoolStats counts what the pool did. OutOfStep counts connections given
@@ -197,7 +199,8 @@ func (p *Pool) get1(ctx context.Context, check bool) (c *Conn, reused bool, err 
 		return p.dial(ctx)
 	}
 	w := newWaiter()
-	w.deadline = time.Now().Add(p.waitTimeout())
+	w.pool = p
+	w.deadline = ticks() + int64(p.waitTimeout())
 	p.waiters = append(p.waiters, w)
 	if len(p.waiters) == 1 {
 		p.armWaitTimer()
@@ -207,30 +210,51 @@ func (p *Pool) get1(ctx context.Context, check bool) (c *Conn, reused bool, err 
 }
 
 // wait waits for what Put, Discard, Close or the wait timer hands w, or
-// for the request to end: ctx.Done(), or, when ctx is an Aborter, its abort.
+// for the request to end. When ctx is an Aborter, its abort takes w off the
+// queue and hands it the end of its wait (abandon): one channel to wait
+// on, cheaper than a select, and ctx.Done() not called, which could make
+// the request's context only to be waited on. Else ctx.Done() ends it.
 func (p *Pool) wait(ctx context.Context, w *waiter) (*Conn, bool, error) {
-	a, _ := ctx.(Aborter)
-	var done <-chan struct{} = w.aborted
-	if a != nil {
-		// ctx.Done() could make the request's context only to be waited on.
+	if a, ok := ctx.(Aborter); ok {
 		a.OnAbort(w.abort)
-	} else {
-		done = ctx.Done()
+		h, ok := <-w.c
+		stopAbort(a)
+		return p.took(ctx, w, h, ok)
 	}
 	select {
 	case h, ok := <-w.c:
-		stopAbort(a)
-		if !ok {
-			return nil, false, ErrPoolClosed // w.c closed: w is never reused
-		}
-		w.free()
-		if h.timedOut {
-			return nil, false, fmt.Errorf("%w after %v (%d connections busy)", ErrPoolTimeout, p.waitTimeout(), p.maxConns())
-		}
-		return p.handed(ctx, h.c)
-	case <-done:
-		stopAbort(a)
+		return p.took(ctx, w, h, ok)
+	case <-ctx.Done():
 		return p.leave(ctx, w)
+	}
+}
+
+// took ends a wait with what w was handed; ok is false when Close closed
+// w.c.
+func (p *Pool) took(ctx context.Context, w *waiter, h handoff, ok bool) (*Conn, bool, error) {
+	if !ok {
+		return nil, false, ErrPoolClosed // w is never reused
+	}
+	w.free()
+	switch {
+	case h.timedOut:
+		return nil, false, fmt.Errorf("%w after %v (%d connections busy)", ErrPoolTimeout, p.waitTimeout(), p.maxConns())
+	case h.aborted:
+		return nil, false, context.Cause(ctx)
+	}
+	return p.handed(ctx, h.c)
+}
+
+// abandon takes w off the queue when its request is aborted and hands it
+// the end of its wait. A w that is off the queue already has been handed
+// something, or is being handed it, and its wait takes that. It runs as
+// the request's OnAbort function.
+func (p *Pool) abandon(w *waiter) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i := slices.Index(p.waiters, w); i >= 0 {
+		p.waiters = slices.Delete(p.waiters, i, i+1)
+		w.c <- handoff{aborted: true}
 	}
 }
 
@@ -271,15 +295,22 @@ func (p *Pool) leave(ctx context.Context, w *waiter) (*Conn, bool, error) {
 	return nil, false, err
 }
 
-// armWaitTimer runs the wait timer for the first waiter, p.mu held; get1
+// armWaitTimer arms the wait timer for the first waiter, p.mu held; get1
 // calls it when a waiter joins an empty queue, expire for the next first
 // waiter. The queue is in arrival order and every wait is as long, so the
 // first waiter is always the next to time out: one timer serves them all,
-// and a wait costs none of its own. A timer left running for a waiter that
-// got a connection fires for nothing and is armed again for the new first
-// one.
+// and a wait costs none of its own. A timer armed for an earlier waiter
+// (one that got a connection since) is left to fire, for nothing, and
+// expire arms it again for the first one then: moving it every time the
+// queue fills again would cost a clock read and a move in the runtime's
+// timer heap each time.
 func (p *Pool) armWaitTimer() {
-	d := time.Until(p.waiters[0].deadline)
+	at := p.waiters[0].deadline
+	if p.waitTimerAt != 0 && p.waitTimerAt <= at {
+		return
+	}
+	p.waitTimerAt = at
+	d := time.Duration(at - ticks())
 	if p.waitTimer == nil {
 		p.waitTimer = time.AfterFunc(d, p.expire)
 		return
@@ -291,8 +322,9 @@ func (p *Pool) armWaitTimer() {
 func (p *Pool) expire() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := time.Now()
-	for len(p.waiters) > 0 && !now.Before(p.waiters[0].deadline) {
+	p.waitTimerAt = 0
+	now := ticks()
+	for len(p.waiters) > 0 && now >= p.waiters[0].deadline {
 		// Counted here, once: Timeouts is what the web server saw as 503s.
 		p.stats.Timeouts++
 		p.popWaiter().c <- handoff{timedOut: true}
@@ -310,18 +342,20 @@ func (p *Pool) expire() {
 // allocates nothing.
 type waiter struct {
 	c        chan handoff
-	deadline time.Time
-	// aborted receives the request's abort: abort, made once, is what
-	// the wait hands Aborter.OnAbort.
-	aborted chan struct{}
-	abort   func()
+	deadline int64 // in ticks
+	// pool is the Pool w waits in, for abort, made once: what the wait
+	// hands Aborter.OnAbort.
+	pool  *Pool
+	abort func()
 }
 
 // handoff is what a waiter is handed: a live connection, a free slot to
-// dial into (nil c), or the end of its wait.
+// dial into (nil c), or the end of its wait (timed out, or its request
+// aborted).
 type handoff struct {
 	c        *Conn
 	timedOut bool
+	aborted  bool
 }
 
 var waiterFree sync.Pool
@@ -330,22 +364,14 @@ func newWaiter() *waiter {
 	if w, ok := waiterFree.Get().(*waiter); ok {
 		return w
 	}
-	w := &waiter{c: make(chan handoff, 1), aborted: make(chan struct{}, 1)}
-	w.abort = func() {
-		select {
-		case w.aborted <- struct{}{}:
-		default:
-		}
-	}
+	w := &waiter{c: make(chan handoff, 1)}
+	w.abort = func() { w.pool.abandon(w) }
 	return w
 }
 
-// free makes w ready for the next wait and keeps it; w.c is empty.
+// free keeps w, whose c is empty, for the next wait.
 func (w *waiter) free() {
-	select {
-	case <-w.aborted:
-	default:
-	}
+	w.pool = nil
 	waiterFree.Put(w)
 }
 
@@ -507,6 +533,7 @@ func (p *Pool) Close() error {
 	p.waiters = nil
 	if p.waitTimer != nil {
 		p.waitTimer.Stop()
+		p.waitTimerAt = 0
 	}
 	return nil
 }

@@ -37,7 +37,7 @@ type fakeUpstream struct {
 	wg    sync.WaitGroup
 }
 
-func startUpstream(t *testing.T, network string) *fakeUpstream {
+func startUpstream(t testing.TB, network string) *fakeUpstream {
 	t.Helper()
 	u := &fakeUpstream{network: network}
 	var err error
@@ -409,6 +409,31 @@ func TestPoolWaitersTimeOutInOrder(t *testing.T) {
 	assert.Equal(t, 1, p.Stats().Idle, "a timed-out waiter takes no connection")
 }
 
+// The wait timer is not moved when a waiter joins an empty queue while it
+// runs for an earlier one that got a connection: it fires for nothing, and
+// the new waiter still times out on its own deadline, not that one's.
+func TestPoolWaitTimerLeftArmed(t *testing.T) {
+	testsupport.CheckGoroutines(t)
+	u := startUpstream(t, "tcp")
+	const wait = 200 * time.Millisecond
+	p := &Pool{Address: u.address(), MaxConns: 1, WaitTimeout: wait}
+	defer p.Close()
+	a, _ := mustGet(t, p)
+	served := getAsync(context.Background(), p) // arms the timer
+	require.True(t, testsupport.Eventually(5*time.Second, func() bool { return p.numWaiters() == 1 }), "the first Get waits")
+	p.Put(a)
+	first := waitResult(t, served)
+	require.NoError(t, first.err)
+	time.Sleep(wait / 2)
+	start := time.Now()
+	late := getAsync(context.Background(), p) // the timer runs for the first
+	r := waitResult(t, late)
+	assert.ErrorIs(t, r.err, ErrPoolTimeout)
+	assert.GreaterOrEqual(t, time.Since(start), wait, "timed out on the first waiter's deadline")
+	assert.Equal(t, uint64(1), p.Stats().Timeouts)
+	p.Put(first.c)
+}
+
 func TestPoolDiscardWakesWaiter(t *testing.T) {
 	testsupport.CheckGoroutines(t)
 	u := startUpstream(t, "tcp")
@@ -669,6 +694,66 @@ func TestPoolConcurrent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Many requests over few connections, a third of them aborted at some
+// moment of their wait, as a web server's aborts come: an abort ends only
+// its own wait, and no connection or slot is lost to one that raced a
+// handoff. Run with -race.
+func TestPoolConcurrentAborts(t *testing.T) {
+	testsupport.CheckGoroutines(t)
+	u := startUpstream(t, "tcp")
+	const maxConns, workers, iterations = 2, 16, 40
+	p := &Pool{Address: u.address(), MaxConns: maxConns}
+	defer p.Close()
+	// Both connections dialed first: every Get then takes one or waits,
+	// and none dials, which would call the Aborter's Done.
+	a, _ := mustGet(t, p)
+	b, _ := mustGet(t, p)
+	p.Put(a)
+	p.Put(b)
+	errGone := errors.New("client gone")
+	var wg, fires sync.WaitGroup
+	var got, aborted atomic.Int64
+	for w := range workers {
+		wg.Go(func() {
+			for i := range iterations {
+				inner, cancel := context.WithCancelCause(context.Background())
+				ctx := &abortContext{Context: inner, t: t}
+				if (w+i)%3 == 0 {
+					fires.Go(func() {
+						time.Sleep(time.Duration((w*iterations+i)%7) * 50 * time.Microsecond)
+						cancel(errGone)
+						ctx.fire()
+					})
+				}
+				c, _, err := p.Get(ctx)
+				cancel(nil) // an abort that came first keeps its cause
+				if err != nil {
+					assert.ErrorIs(t, err, errGone)
+					aborted.Add(1)
+					continue
+				}
+				got.Add(1)
+				if _, err := roundTrip(c); err != nil {
+					t.Error(err)
+					p.Discard(c)
+					continue
+				}
+				p.Put(c)
+			}
+		})
+	}
+	wg.Wait()
+	fires.Wait()
+	s := p.Stats()
+	assert.Equal(t, uint64(maxConns), s.Dials)
+	assert.Equal(t, uint64(got.Load()), s.Reused, "every Get that returned a connection reused one: %+v", s)
+	assert.Equal(t, int64(workers*iterations), got.Load()+aborted.Load())
+	assert.Equal(t, s.Open, s.Idle, "a connection or slot was lost: %+v", s)
+	assert.LessOrEqual(t, s.Open, maxConns)
+	assert.Zero(t, p.numWaiters())
+	t.Logf("%d got a connection, %d aborted", got.Load(), aborted.Load())
 }
 
 // Issue 10, item 9: request ids on a connection change with every request,
