@@ -24,7 +24,8 @@ test: fmt-check vet
 # (golang/go#75804, fixed in Go 1.27), which fails a run with a bare
 # "context deadline exceeded" and no crasher. For a long run, set FUZZTIME
 # for every target: make fuzz FUZZTIME=10m.
-FUZZ_TARGETS := fcgi:FuzzReader:150000x fcgi:FuzzDecodeParams:150000x fcgi:FuzzServer:20000x \
+FUZZ_TARGETS := fcgi:FuzzReader:150000x fcgi:FuzzDecodeParams:150000x fcgi:FuzzWriteParamsFrom:30000x \
+	fcgi:FuzzServer:20000x \
 	rewrite:FuzzRewrite:100000x rewrite:FuzzINI:200000x
 
 fuzz:
