@@ -186,6 +186,19 @@ func expectBlocked(t *testing.T, ch <-chan getResult) {
 	}
 }
 
+// busyPool is a pool of one connection with WaitTimeout wait (0: the
+// default), and that connection, taken: the next Get waits. The test's
+// goroutines are checked, and the pool is closed at its end.
+func busyPool(t *testing.T, wait time.Duration) (*Pool, *Conn) {
+	t.Helper()
+	testsupport.CheckGoroutines(t)
+	u := startUpstream(t, "tcp")
+	p := &Pool{Address: u.address(), MaxConns: 1, WaitTimeout: wait}
+	t.Cleanup(func() { p.Close() })
+	c, _ := mustGet(t, p)
+	return p, c
+}
+
 // numWaiters is how many Gets wait for a connection.
 func (p *Pool) numWaiters() int {
 	p.mu.Lock()
@@ -270,11 +283,7 @@ func TestPoolMaxConnsWaits(t *testing.T) {
 }
 
 func TestPoolWaitTimeout(t *testing.T) {
-	testsupport.CheckGoroutines(t)
-	u := startUpstream(t, "tcp")
-	p := &Pool{Address: u.address(), MaxConns: 1, WaitTimeout: 50 * time.Millisecond}
-	defer p.Close()
-	a, _ := mustGet(t, p)
+	p, a := busyPool(t, 50 * time.Millisecond)
 	start := time.Now()
 	_, _, err := p.Get(context.Background())
 	assert.ErrorIs(t, err, ErrPoolTimeout)
@@ -291,11 +300,7 @@ func TestPoolWaitTimeout(t *testing.T) {
 }
 
 func TestPoolWaitContext(t *testing.T) {
-	testsupport.CheckGoroutines(t)
-	u := startUpstream(t, "tcp")
-	p := &Pool{Address: u.address(), MaxConns: 1}
-	defer p.Close()
-	a, _ := mustGet(t, p)
+	p, a := busyPool(t, 0)
 	errGone := errors.New("client gone")
 	ctx, cancel := context.WithCancelCause(context.Background())
 	ch := getAsync(ctx, p)
@@ -346,11 +351,7 @@ func (c *abortContext) registered() bool {
 // A wait for a free connection under a ctx that is an Aborter ends on its
 // abort, with the context's cause, and unregisters itself.
 func TestPoolWaitEndsOnAbort(t *testing.T) {
-	testsupport.CheckGoroutines(t)
-	u := startUpstream(t, "tcp")
-	p := &Pool{Address: u.address(), MaxConns: 1}
-	defer p.Close()
-	a, _ := mustGet(t, p)
+	p, a := busyPool(t, 0)
 	errGone := errors.New("client gone")
 	inner, cancel := context.WithCancelCause(context.Background())
 	ctx := &abortContext{Context: inner, t: t}
@@ -377,12 +378,8 @@ func TestPoolWaitEndsOnAbort(t *testing.T) {
 // One timer serves the queue: each waiter still times out WaitTimeout after
 // it began waiting, in order, and the timer runs again for later waits.
 func TestPoolWaitersTimeOutInOrder(t *testing.T) {
-	testsupport.CheckGoroutines(t)
-	u := startUpstream(t, "tcp")
 	const wait = 100 * time.Millisecond
-	p := &Pool{Address: u.address(), MaxConns: 1, WaitTimeout: wait}
-	defer p.Close()
-	a, _ := mustGet(t, p)
+	p, a := busyPool(t, wait)
 	timed := func() <-chan time.Duration {
 		ch := make(chan time.Duration, 1)
 		go func() {
@@ -413,12 +410,8 @@ func TestPoolWaitersTimeOutInOrder(t *testing.T) {
 // runs for an earlier one that got a connection: it fires for nothing, and
 // the new waiter still times out on its own deadline, not that one's.
 func TestPoolWaitTimerLeftArmed(t *testing.T) {
-	testsupport.CheckGoroutines(t)
-	u := startUpstream(t, "tcp")
 	const wait = 200 * time.Millisecond
-	p := &Pool{Address: u.address(), MaxConns: 1, WaitTimeout: wait}
-	defer p.Close()
-	a, _ := mustGet(t, p)
+	p, a := busyPool(t, wait)
 	served := getAsync(context.Background(), p) // arms the timer
 	require.True(t, testsupport.Eventually(5*time.Second, func() bool { return p.numWaiters() == 1 }), "the first Get waits")
 	p.Put(a)
@@ -789,11 +782,7 @@ func TestPoolWaitAllocatesNothing(t *testing.T) {
 	if raceEnabled {
 		t.Skip("under the race detector, sync.Pool drops what it is given at random")
 	}
-	testsupport.CheckGoroutines(t)
-	u := startUpstream(t, "tcp")
-	p := &Pool{Address: u.address(), MaxConns: 1}
-	defer p.Close()
-	c, _ := mustGet(t, p)
+	p, c := busyPool(t, 0)
 	start := make(chan struct{})
 	got := make(chan *Conn)
 	failed := make(chan error, 1)
