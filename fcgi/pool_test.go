@@ -283,7 +283,7 @@ func TestPoolMaxConnsWaits(t *testing.T) {
 }
 
 func TestPoolWaitTimeout(t *testing.T) {
-	p, a := busyPool(t, 50 * time.Millisecond)
+	p, a := busyPool(t, 50*time.Millisecond)
 	start := time.Now()
 	_, _, err := p.Get(context.Background())
 	assert.ErrorIs(t, err, ErrPoolTimeout)
