@@ -24,16 +24,6 @@ func with(params []fcgi.Pair, name, value string) []fcgi.Pair {
 	return append(out, fcgi.Pair{Name: name, Value: value})
 }
 
-func without(params []fcgi.Pair, name string) []fcgi.Pair {
-	var out []fcgi.Pair
-	for _, p := range params {
-		if p.Name != name {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // Issue #10, items 5, 6 and 8: every param php-fpm may run as the script is
 // confined, in the form php-fpm reads it, for pinned and passed-through
 // requests alike.
@@ -63,7 +53,7 @@ func TestConfinesScriptParams(t *testing.T) {
 		{"apache prefix, script outside", with(apache, "SCRIPT_FILENAME", "proxy:fcgi://localhost"+outside), "403"},
 		{"apache prefix, query names a root", with(apache, "SCRIPT_FILENAME", "proxy:fcgi://localhost"+outside+"?"+current), "403"},
 		{"path translated outside", with(nginx, "PATH_TRANSLATED", outside), "403"},
-		{"path translated alone", with(without(nginx, "SCRIPT_FILENAME"), "PATH_TRANSLATED", outside), "403"},
+		{"path translated alone", with(fcgitest.WithoutParam(nginx, "SCRIPT_FILENAME"), "PATH_TRANSLATED", outside), "403"},
 		{"path translated dot-dot", with(nginx, "PATH_TRANSLATED", current+"/a/../../../x.php"), "400"},
 		{"path translated relative", with(nginx, "PATH_TRANSLATED", "evil.php"), "403"},
 		{"path translated inside", with(nginx, "PATH_TRANSLATED", current+"/a/b"), ""},
@@ -102,7 +92,7 @@ func TestPassthroughDropsHTTPProxy(t *testing.T) {
 		if keep {
 			assert.Equal(t, in, got)
 		} else {
-			assert.Equal(t, without(in, "HTTP_PROXY"), got)
+			assert.Equal(t, fcgitest.WithoutParam(in, "HTTP_PROXY"), got)
 		}
 		assert.Equal(t, uint64(1), p.Stats().Passthrough.Load())
 	}

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/internal/fcgitest"
 )
 
 // BenchmarkRewrite pins a 30-param nginx request whose PHP_VALUE carries an
@@ -47,7 +48,7 @@ func BenchmarkRewriteDefaults(b *testing.B) {
 	b.Run("php_value", func(b *testing.B) { benchRewriteDefaults(b, nginxParams()) })
 	// The web server sends no PHP_VALUE: the one incpathd adds is made
 	// once, by Prepare.
-	b.Run("none", func(b *testing.B) { benchRewriteDefaults(b, withoutParam(nginxParams(), "PHP_VALUE")) })
+	b.Run("none", func(b *testing.B) { benchRewriteDefaults(b, fcgitest.WithoutParam(nginxParams(), "PHP_VALUE")) })
 }
 
 func benchRewriteDefaults(b *testing.B, in []fcgi.Pair) {

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/internal/fcgitest"
 )
 
 // A Prepared pins as its Config does, whether Prepare could write a
@@ -28,8 +29,8 @@ func TestPreparedPinsAsConfig(t *testing.T) {
 	}
 	requests := map[string][]fcgi.Pair{
 		"nginx":           nginxParams(),
-		"no PHP_VALUE":    withoutParam(nginxParams(), "PHP_VALUE"),
-		"PHP_ADMIN_VALUE": append(withoutParam(nginxParams(), "PHP_VALUE"), fcgi.Pair{Name: "PHP_ADMIN_VALUE", Value: "open_basedir=/x"}),
+		"no PHP_VALUE":    fcgitest.WithoutParam(nginxParams(), "PHP_VALUE"),
+		"PHP_ADMIN_VALUE": append(fcgitest.WithoutParam(nginxParams(), "PHP_VALUE"), fcgi.Pair{Name: "PHP_ADMIN_VALUE", Value: "open_basedir=/x"}),
 	}
 	for cname, cfg := range configs {
 		prepared := cfg.Prepare()
@@ -49,7 +50,7 @@ func TestPreparedAloneValue(t *testing.T) {
 	p := cfg.Prepare()
 	assert.Equal(t, `include_path=".:/usr/share/php"`+"\n"+`open_basedir=""`+"\n"+`auto_append_file="append.php"`, p.alone.value)
 
-	in := withoutParam(nginxParams(), "PHP_VALUE")
+	in := fcgitest.WithoutParam(nginxParams(), "PHP_VALUE")
 	out, err := p.Rewrite(nil, in, testFrom, testTo)
 	require.NoError(t, err)
 	assert.Equal(t, fcgi.Pair{Name: "PHP_VALUE", Value: p.alone.value}, out[len(out)-1])
@@ -59,14 +60,4 @@ func TestPreparedAloneValue(t *testing.T) {
 	out, err = cfg.Prepare().Rewrite(nil, in, testFrom, testTo)
 	require.NoError(t, err)
 	assert.Equal(t, fcgi.Pair{Name: "PHP_VALUE", Value: `include_path=".:` + testTo + `/lib"` + "\n" + `open_basedir=""` + "\n" + `auto_append_file="append.php"`}, out[len(out)-1])
-}
-
-func withoutParam(in []fcgi.Pair, name string) []fcgi.Pair {
-	var out []fcgi.Pair
-	for _, p := range in {
-		if p.Name != name {
-			out = append(out, p)
-		}
-	}
-	return out
 }

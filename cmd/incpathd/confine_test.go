@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/incpathd/incpathd/fcgi"
+	"github.com/incpathd/incpathd/internal/fcgitest"
 	"github.com/incpathd/incpathd/internal/testenv"
 )
 
@@ -42,17 +43,6 @@ func startConfineStack(t *testing.T, args ...string) *confineStack {
 	return s
 }
 
-// withoutParam returns params without name.
-func withoutParam(params []fcgi.Pair, name string) []fcgi.Pair {
-	var out []fcgi.Pair
-	for _, p := range params {
-		if p.Name != name {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // Issue #10, item 6: php-fpm runs PATH_TRANSLATED when there is no
 // SCRIPT_FILENAME, or when REDIRECT_URL comes with it (cgi.fix_pathinfo=1,
 // the default); --allow-root used to check SCRIPT_FILENAME only, and the
@@ -68,7 +58,7 @@ func TestE2EPathTranslatedConfined(t *testing.T) {
 		defer c.nc.Close() // php-fpm holds a worker for the connection
 		return c.roundTrip(false, params)
 	}
-	noScript := withParam(withoutParam(good, "SCRIPT_FILENAME"), "PATH_TRANSLATED", s.evil)
+	noScript := withParam(fcgitest.WithoutParam(good, "SCRIPT_FILENAME"), "PATH_TRANSLATED", s.evil)
 	redirect := withParam(withParam(good, "PATH_TRANSLATED", s.evil), "REDIRECT_URL", "/index.php")
 	for _, tc := range []struct {
 		desc   string
@@ -77,7 +67,7 @@ func TestE2EPathTranslatedConfined(t *testing.T) {
 	}{
 		{"no SCRIPT_FILENAME", noScript, 403},
 		{"REDIRECT_URL", redirect, 403},
-		{"dot-dot", withParam(withoutParam(good, "SCRIPT_FILENAME"), "PATH_TRANSLATED",
+		{"dot-dot", withParam(fcgitest.WithoutParam(good, "SCRIPT_FILENAME"), "PATH_TRANSLATED",
 			s.site.Releases["A"]+"/include/../../../../"+s.evil), 400},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -115,7 +105,7 @@ func TestE2EPassthroughConfined(t *testing.T) {
 	assert.Equal(t, 403, res.status, "%s", res.stdout)
 	assert.NotContains(t, res.stdout, evilMarker)
 
-	res = c.roundTrip(true, withParam(withoutParam(other, "SCRIPT_FILENAME"), "PATH_TRANSLATED", s.evil))
+	res = c.roundTrip(true, withParam(fcgitest.WithoutParam(other, "SCRIPT_FILENAME"), "PATH_TRANSLATED", s.evil))
 	require.NoError(t, res.err)
 	assert.Equal(t, 403, res.status, "%s", res.stdout)
 	assert.NotContains(t, res.stdout, evilMarker)
