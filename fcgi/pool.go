@@ -218,7 +218,9 @@ func (p *Pool) wait(ctx context.Context, w *waiter) (*Conn, bool, error) {
 	if a, ok := ctx.(Aborter); ok {
 		a.OnAbort(w.abort)
 		h, ok := <-w.c
-		stopAbort(a)
+		// Once OnAbort returns, abort is not running and will not run, so
+		// w can be reused.
+		a.OnAbort(nil)
 		return p.took(ctx, w, h, ok)
 	}
 	select {
@@ -252,19 +254,20 @@ func (p *Pool) took(ctx context.Context, w *waiter, h handoff, ok bool) (*Conn, 
 func (p *Pool) abandon(w *waiter) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if i := slices.Index(p.waiters, w); i >= 0 {
-		p.waiters = slices.Delete(p.waiters, i, i+1)
+	if p.unqueue(w) {
 		w.c <- handoff{aborted: true}
 	}
 }
 
-// stopAbort unregisters a wait's abort function, if a is not nil: once it
-// returns, the function is not running and will not run, so the waiter
-// can be reused.
-func stopAbort(a Aborter) {
-	if a != nil {
-		a.OnAbort(nil)
+// unqueue takes w off the queue, p.mu held, and reports whether it was on
+// it. The rest move up in place: the queue keeps its array.
+func (p *Pool) unqueue(w *waiter) bool {
+	i := slices.Index(p.waiters, w)
+	if i < 0 {
+		return false
 	}
+	p.waiters = slices.Delete(p.waiters, i, i+1)
+	return true
 }
 
 // leave takes w off the queue after the request ended; what it was handed
@@ -272,14 +275,12 @@ func stopAbort(a Aborter) {
 func (p *Pool) leave(ctx context.Context, w *waiter) (*Conn, bool, error) {
 	err := context.Cause(ctx)
 	p.mu.Lock()
-	if i := slices.Index(p.waiters, w); i >= 0 {
-		// Delete moves the rest up in place: the queue keeps its array.
-		p.waiters = slices.Delete(p.waiters, i, i+1)
-		p.mu.Unlock()
+	queued := p.unqueue(w)
+	p.mu.Unlock()
+	if queued {
 		w.free()
 		return nil, false, err
 	}
-	p.mu.Unlock()
 	h, ok := <-w.c
 	if !ok {
 		return nil, false, err
@@ -335,16 +336,16 @@ func (p *Pool) expire() {
 }
 
 // waiter is a request waiting in Get. Put or Discard hands it a connection
-// or a free slot on c, the wait timer its timeout; each waiter is handed
-// one thing at most, so the send never blocks. Waiters are kept for the next
-// wait (waiterFree) with c and aborted empty, so that queueing, which is
-// routine when more web server connections than MaxConns are busy,
+// or a free slot on c, the wait timer its timeout, abandon its abort; each
+// waiter is handed one thing at most, so the send never blocks. Waiters are
+// kept for the next wait (waiterFree) with c empty, so that queueing, which
+// is routine when more web server connections than MaxConns are busy,
 // allocates nothing.
 type waiter struct {
 	c        chan handoff
 	deadline int64 // in ticks
-	// pool is the Pool w waits in, for abort, made once: what the wait
-	// hands Aborter.OnAbort.
+	// pool is the Pool w waits in, for abort; abort, made once, is what
+	// the wait hands Aborter.OnAbort.
 	pool  *Pool
 	abort func()
 }
